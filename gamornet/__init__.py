@@ -1,0 +1,16 @@
+"""GaMorNet: the Galaxy Morphology Network (Ghosh et al. 2020, ApJ 895, 112).
+
+A convolutional neural network that classifies galaxy images as
+disk-dominated, indeterminate or bulge-dominated.  Two backends share one
+description of the network (:mod:`gamornet.network`):
+
+- :mod:`gamornet.keras_module` (Keras 3)
+- :mod:`gamornet.tflearn_module` (TFLearn 0.5.0 on TensorFlow 2)
+
+Importing :mod:`gamornet` is cheap: TensorFlow is imported only when a
+backend function is called.
+"""
+
+__version__ = "1.0.0.dev0"
+
+__all__ = ["__version__"]

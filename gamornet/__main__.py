@@ -1,0 +1,5 @@
+import sys
+
+from gamornet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,306 @@
+"""Keras 3 model of GaMorNet: built from :mod:`gamornet.network`, weights read from any saved form.
+
+- :func:`build_keras_model` turns :data:`gamornet.network.LAYERS` into a
+  functional Keras model, every layer named.
+- :func:`read_weights` reads the 8 (kernel, bias) pairs of a saved model,
+  whatever wrote it: a Keras 3 ``.keras`` file, a Keras-2-era ``.h5`` /
+  ``.hdf5`` file (full model or weights only, read by layer order as Keras 2
+  did), or a TFLearn checkpoint prefix.
+- :func:`load_keras_model` builds the model for an input shape and puts the
+  weights in; repeated loads of an unchanged file reuse the built model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from gamornet.layers import LocalResponseNormalization
+from gamornet.network import DENSE_INIT_STDDEV, LAYERS, WEIGHTED_LAYERS
+from gamornet.preprocessing import PixelScaling
+
+__all__ = [
+    "ModelWeights",
+    "build_keras_model",
+    "read_weights",
+    "apply_weights",
+    "load_keras_model",
+    "model_lrn_flavor",
+    "weighted_layers",
+    "clear_model_cache",
+    "CUSTOM_OBJECTS",
+]
+
+#: Classes to pass to ``keras.models.load_model`` for GaMorNet files.
+CUSTOM_OBJECTS = {"LocalResponseNormalization": LocalResponseNormalization, "PixelScaling": PixelScaling}
+
+
+def build_keras_model(input_shape, lrn: str = "keras", preprocessing: dict | None = None, seed=None) -> keras.Model:
+    """Build GaMorNet as a Keras 3 functional model.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(height, width, channels)`` (already resolved from an alias).
+    lrn : {"keras", "tflearn"}
+        Flavour of the local response normalisation; it must match the
+        flavour the weights were trained with.
+    preprocessing : dict, optional
+        Configuration of a :class:`gamornet.preprocessing.PixelScaling` layer
+        put in front of the network (stored with the model).
+    seed : int, optional
+        Seed of the weight initialisers.
+
+    Returns
+    -------
+    keras.Model
+    """
+    if lrn not in ("keras", "tflearn"):
+        raise ValueError(f"`lrn` must be 'keras' or 'tflearn'. Received: lrn={lrn!r}")
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = inputs
+    if preprocessing:
+        x = PixelScaling(**preprocessing, name="preprocessing")(x)
+    for i, spec in enumerate(LAYERS):
+        layer_seed = None if seed is None else seed + i
+        if spec.kind == "conv":
+            layer = keras.layers.Conv2D(
+                spec.filters,
+                spec.kernel,
+                strides=spec.strides,
+                padding=spec.padding,
+                activation=spec.activation,
+                kernel_initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform", seed=layer_seed),
+                name=spec.name,
+            )
+        elif spec.kind == "maxpool":
+            layer = keras.layers.MaxPooling2D(spec.kernel, strides=spec.strides, padding=spec.padding, name=spec.name)
+        elif spec.kind == "lrn":
+            layer = LocalResponseNormalization(flavor=lrn, name=spec.name)
+        elif spec.kind == "flatten":
+            layer = keras.layers.Flatten(name=spec.name)
+        elif spec.kind == "dense":
+            layer = keras.layers.Dense(
+                spec.units,
+                activation=spec.activation,
+                kernel_initializer=keras.initializers.TruncatedNormal(stddev=DENSE_INIT_STDDEV[lrn], seed=layer_seed),
+                name=spec.name,
+            )
+        elif spec.kind == "dropout":
+            layer = keras.layers.Dropout(spec.rate, seed=layer_seed, name=spec.name)
+        else:  # pragma: no cover - guarded by the network description
+            raise AssertionError(spec.kind)
+        x = layer(x)
+    # Outputs in float32 even under a mixed-precision policy.
+    outputs = keras.layers.Activation("linear", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="gamornet")
+
+
+def weighted_layers(model: keras.Model) -> list:
+    """The 8 weighted layers of a GaMorNet Keras model, in order."""
+    names = [spec.name for spec in WEIGHTED_LAYERS]
+    try:
+        return [model.get_layer(name) for name in names]
+    except ValueError:
+        layers = [layer for layer in model.layers if layer.weights]
+        if len(layers) != len(names):
+            raise ValueError(f"Expected a GaMorNet model with 8 weighted layers; this one has {len(layers)}.") from None
+        return layers
+
+
+def model_lrn_flavor(model: keras.Model) -> str:
+    """The LRN flavour of a built model."""
+    for layer in model.layers:
+        if isinstance(layer, LocalResponseNormalization):
+            return layer.flavor
+    raise ValueError("The model has no LocalResponseNormalization layer; it is not a GaMorNet model.")
+
+
+@dataclass
+class ModelWeights:
+    """Weights of a saved GaMorNet model, independent of the input shape it was built for.
+
+    Attributes
+    ----------
+    arrays : list of (kernel, bias)
+        The 8 weighted layers in order [2, 5, 8, 9, 10, 13, 15, 17].
+    lrn : str
+        LRN flavour the weights were trained with.
+    preprocessing : dict or None
+        Pixel scaling stored with the model.
+    source : str
+        Where the weights came from.
+    model : keras.Model or None
+        The model itself, when the file held a whole Keras 3 model.
+    """
+
+    arrays: list
+    lrn: str = "keras"
+    preprocessing: dict | None = None
+    source: str = ""
+    model: keras.Model | None = field(default=None, repr=False)
+
+
+def _decode(value):
+    return value.decode("utf8") if isinstance(value, bytes) else value
+
+
+def _read_legacy_hdf5(path: str) -> tuple[list, str, dict | None]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in group.attrs:
+            raise ValueError(f"`model_load_path`={path!r} is an HDF5 file without Keras weights (no 'layer_names').")
+        arrays = []
+        for layer_name in (_decode(n) for n in group.attrs["layer_names"]):
+            weight_names = [_decode(n) for n in group[layer_name].attrs.get("weight_names", [])]
+            if weight_names:
+                arrays.append(tuple(np.asarray(group[layer_name][w]) for w in weight_names))
+        config = _decode(f.attrs.get("model_config", "")) or ""
+    lrn, preprocessing = "keras", None
+    if config:
+        for layer in json.loads(config).get("config", {}).get("layers", []):
+            if layer.get("class_name") == "LocalResponseNormalization":
+                lrn = layer.get("config", {}).get("flavor", lrn)
+            if layer.get("class_name") == "PixelScaling":
+                preprocessing = {k: v for k, v in layer["config"].items() if k in PixelScaling.CONFIG_KEYS}
+    return arrays, lrn, preprocessing
+
+
+def _is_checkpoint_prefix(path: str) -> bool:
+    return os.path.exists(path + ".index") or path.endswith((".index", ".meta", ".data-00000-of-00001"))
+
+
+def read_weights(path: str, lrn: str | None = None) -> ModelWeights:
+    """Read the weights of a saved GaMorNet model.
+
+    Parameters
+    ----------
+    path : str
+        A ``.keras`` file, an ``.h5`` / ``.hdf5`` file written by Keras 2 or 3
+        (full model or weights only), or a TFLearn checkpoint prefix (with or
+        without one of its extensions).
+    lrn : {"keras", "tflearn"}, optional
+        Override the LRN flavour the file implies.
+
+    Returns
+    -------
+    ModelWeights
+    """
+    path = os.fspath(path)
+    if _is_checkpoint_prefix(path):
+        from gamornet.convert import read_tflearn_checkpoint
+
+        weights = read_tflearn_checkpoint(path)
+    elif not os.path.isfile(path):
+        raise FileNotFoundError(f"`model_load_path` does not exist. Received: model_load_path={path!r}")
+    elif path.endswith(".keras"):
+        model = keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+        arrays = [tuple(layer.get_weights()) for layer in weighted_layers(model)]
+        pre = next((layer.get_config() for layer in model.layers if isinstance(layer, PixelScaling)), None)
+        pre = {k: v for k, v in pre.items() if k in PixelScaling.CONFIG_KEYS} if pre else None
+        weights = ModelWeights(arrays, model_lrn_flavor(model), pre, path, model)
+    else:
+        try:
+            arrays, flavor, pre = _read_legacy_hdf5(path)
+        except OSError as exc:
+            raise ValueError(
+                f"`model_load_path`={path!r} is neither a Keras model file (.keras, .h5, .hdf5) "
+                f"nor a TFLearn checkpoint prefix ({exc})."
+            ) from None
+        weights = ModelWeights(arrays, flavor, pre, path)
+    if len(weights.arrays) != len(WEIGHTED_LAYERS) or any(len(a) != 2 for a in weights.arrays):
+        raise ValueError(
+            f"`model_load_path`={path!r} does not hold GaMorNet weights: expected 8 layers with a kernel and a bias, "
+            f"found {len(weights.arrays)} weighted layers."
+        )
+    if lrn is not None:
+        weights.lrn = lrn
+    return weights
+
+
+def apply_weights(model: keras.Model, weights: ModelWeights, layers_bools=None, input_shape=None) -> None:
+    """Copy weights into a built model, layer by layer.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_keras_model`.
+    weights : ModelWeights
+        What :func:`read_weights` returned.
+    layers_bools : sequence of 8 bools, optional
+        Copy only the layers marked True (default: all).
+    input_shape : tuple, optional
+        Input shape of ``model``, for the error message.
+
+    Raises
+    ------
+    ValueError
+        If a copied layer's shapes differ, e.g. dense weights of an SDSS model
+        into a CANDELS-shaped model.
+    """
+    layers_bools = layers_bools or (True,) * len(WEIGHTED_LAYERS)
+    for spec, layer, arrays, use in zip(WEIGHTED_LAYERS, weighted_layers(model), weights.arrays, layers_bools):
+        if not use:
+            continue
+        expected = [tuple(w.shape) for w in layer.weights]
+        received = [tuple(np.shape(a)) for a in arrays]
+        if expected != received:
+            raise ValueError(
+                f"The weights in {weights.source!r} do not fit layer {spec.number} ({spec.name}) of a model with "
+                f"input_shape={input_shape}: expected {expected}, found {received}. Was the model trained for "
+                "another input shape?"
+            )
+        layer.set_weights([np.asarray(a) for a in arrays])
+
+
+_MODEL_CACHE: OrderedDict = OrderedDict()
+_MODEL_CACHE_SIZE = 2
+
+
+def clear_model_cache() -> None:
+    """Forget the models kept for reuse by :func:`load_keras_model`."""
+    _MODEL_CACHE.clear()
+
+
+def _file_key(path: str) -> tuple:
+    files = [path + ".index", path + ".data-00000-of-00001"] if _is_checkpoint_prefix(path) else [path]
+    return tuple((os.path.abspath(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in files if os.path.exists(p))
+
+
+def load_keras_model(path: str, input_shape, lrn: str | None = None, reuse: bool = True) -> keras.Model:
+    """A ready-to-predict Keras model from a saved file.
+
+    The network is built for ``input_shape`` and the weights are read
+    straight into it.  With ``reuse`` a model loaded earlier from the same,
+    unchanged file (same path, modification time and size) is returned again.
+    """
+    path = os.fspath(path)
+    if _is_checkpoint_prefix(path):
+        for ext in (".index", ".meta", ".data-00000-of-00001"):
+            if path.endswith(ext):
+                path = path[: -len(ext)]
+    key = (_file_key(path), tuple(input_shape), lrn)
+    if reuse and key in _MODEL_CACHE:
+        _MODEL_CACHE.move_to_end(key)
+        return _MODEL_CACHE[key]
+    weights = read_weights(path, lrn=lrn)
+    whole = weights.model
+    if whole is not None and lrn in (None, weights.lrn) and tuple(whole.input_shape[1:]) == tuple(input_shape):
+        model = whole
+    else:
+        model = build_keras_model(input_shape, lrn=weights.lrn, preprocessing=weights.preprocessing)
+        apply_weights(model, weights, input_shape=tuple(input_shape))
+    if reuse:
+        _MODEL_CACHE[key] = model
+        while len(_MODEL_CACHE) > _MODEL_CACHE_SIZE:
+            _MODEL_CACHE.popitem(last=False)
+    return model
+
+

@@ -1,0 +1,71 @@
+"""Metadata shared by setup.py (gamornet) and setup-cpu.py (gamornet-cpu)."""
+
+import os
+import re
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version() -> str:
+    with open(os.path.join(HERE, "gamornet", "__init__.py"), encoding="utf8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+def read_readme() -> str:
+    with open(os.path.join(HERE, "README.md"), encoding="utf8") as f:
+        return f.read()
+
+
+#: Every dependency except TensorFlow itself, which the two distributions choose.
+COMMON_REQUIRES = [
+    "keras>=3.3",
+    "tflearn==0.5.0",
+    "numpy>=1.24",
+    "scipy>=1.10",
+    "h5py>=3.8",
+    "requests>=2.28",
+    "progressbar2>=4.2",
+    "astropy>=5.3",
+    "matplotlib>=3.7",
+    "filelock>=3.12",
+    "platformdirs>=3.0",
+    "Pillow>=9",
+]
+
+EXTRAS = {
+    "test": ["pytest>=7.4", "pyftpdlib>=1.5.9", "ruff>=0.5", "tf-keras>=2.16,<2.22"],
+    "docs": ["sphinx>=7", "furo", "nbformat", "nbclient", "ipykernel"],
+}
+
+
+def setup_kwargs(name: str, tensorflow: str) -> dict:
+    """Arguments of ``setuptools.setup`` for one of the two distributions."""
+    from setuptools import find_packages
+
+    extras = {key: list(value) for key, value in EXTRAS.items()}
+    if tensorflow.startswith("tensorflow-cpu"):
+        # tf-keras (used by the tests to write Keras 2 files) requires the full
+        # tensorflow distribution; the CPU tests install it with --no-deps.
+        extras["test"] = [r for r in extras["test"] if not r.startswith("tf-keras")]
+
+    return dict(
+        name=name,
+        version=read_version(),
+        description="GaMorNet: a convolutional neural network to classify galaxy morphology",
+        long_description=read_readme(),
+        long_description_content_type="text/markdown",
+        author="GaMorNet contributors",
+        license="GPL-3.0-or-later",
+        url="https://github.com/aritraghsh09/GaMorNet",
+        packages=find_packages(include=["gamornet", "gamornet.*"]),
+        python_requires=">=3.10",
+        install_requires=[tensorflow, *COMMON_REQUIRES],
+        extras_require=extras,
+        entry_points={"console_scripts": ["gamornet = gamornet.cli:main"]},
+        classifiers=[
+            "Programming Language :: Python :: 3",
+            "License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)",
+            "Topic :: Scientific/Engineering :: Astronomy",
+            "Intended Audience :: Science/Research",
+        ],
+    )

@@ -1,0 +1,28 @@
+"""Shared fixtures: small images, labels and trained models of a small input shape."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from helpers import SMALL_SHAPE, make_data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def small_data():
+    return make_data(12)
+
+
+@pytest.fixture(scope="session")
+def trained_keras_model(tmp_path_factory, small_data):
+    """A Keras model trained for one epoch, saved as ``trained_model.keras``; returns (path, model)."""
+    from gamornet.keras_module import gamornet_train_keras
+
+    directory = tmp_path_factory.mktemp("trained")
+    x, y = small_data
+    model = gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path=str(directory), epochs=1, batch_size=6,
+                                 verbose=0)
+    return str(directory / "trained_model.keras"), model
