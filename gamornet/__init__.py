@@ -11,6 +11,19 @@ Importing :mod:`gamornet` is cheap: TensorFlow is imported only when a
 backend function is called.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "1.0.0.dev0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "predict_files"]
+
+#: Public names reached lazily, so ``import gamornet`` does not import TensorFlow.
+_LAZY = {"predict_files": "gamornet.batch_predict"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gamornet' has no attribute {name!r}")

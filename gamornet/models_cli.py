@@ -1,0 +1,66 @@
+"""``gamornet models`` and ``gamornet download``: the published models and the local cache."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from gamornet import download
+from gamornet.registry import FLAVORS, MODELS, model_names
+
+__all__ = ["register_cli"]
+
+
+def register_cli(subparsers) -> None:
+    """Add the ``models`` and ``download`` subcommands."""
+    models = subparsers.add_parser(
+        "models",
+        help="list the published models, whether each is cached, and where",
+        description="List the published models, their files in the cache and the download sources.",
+    )
+    models.set_defaults(func=_models)
+
+    fetch = subparsers.add_parser(
+        "download",
+        help="download a published model into the cache",
+        description="Download a published model into the cache (GAMORNET_HOME or the per-user cache directory), "
+        "from GAMORNET_MODELS_URL or the authors' server.",
+    )
+    fetch.add_argument("name", choices=[*model_names(), "all"], help="published model, or 'all'")
+    fetch.add_argument("--flavor", choices=[*FLAVORS, "all"], default="keras", help="default: keras")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bar or messages; only print the path")
+    fetch.add_argument("--timeout", type=float, default=download.DEFAULT_TIMEOUT, help="seconds (default: %(default)s)")
+    fetch.add_argument("--retries", type=int, default=download.DEFAULT_RETRIES, help="per URL (default: %(default)s)")
+    fetch.set_defaults(func=_download)
+
+
+def _size(path: str) -> str:
+    return f"{os.path.getsize(path) / 1e6:.1f} MB"
+
+
+def _models(args: argparse.Namespace) -> int:
+    root = download.cache_dir()
+    origin = "GAMORNET_HOME" if os.environ.get("GAMORNET_HOME", "").strip() else "per-user default"
+    print(f"Cache: {root} ({origin})")
+    print(f"Sources: {' '.join(download.mirror_urls())}")
+    if download.is_offline():
+        print("Offline: GAMORNET_OFFLINE is set, nothing will be downloaded")
+    for (name, flavor), info in sorted(MODELS.items()):
+        state = "cached" if download.is_cached(name, flavor) else "not cached"
+        print(f"\n{name:<12} {flavor:<8} input {info.input_shape:<8} {state}")
+        for rel in info.files:
+            path = str(root / rel)
+            print(f"    {path}  [{_size(path) if os.path.isfile(path) else 'missing'}]")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    names = model_names() if args.name == "all" else [args.name]
+    flavors = list(FLAVORS) if args.flavor == "all" else [args.flavor]
+    for name in names:
+        for flavor in flavors:
+            path = download.fetch_model(
+                name, flavor, progress=not args.quiet, timeout=args.timeout, retries=args.retries
+            )
+            print(path)
+    return 0
