@@ -17,10 +17,10 @@ import importlib
 
 __version__ = "1.0.0.dev0"
 
-__all__ = ["__version__", "predict_files"]
+__all__ = ["__version__", "predict_files", "merge_tables"]
 
 #: Public names reached lazily, so ``import gamornet`` does not import TensorFlow.
-_LAZY = {"predict_files": "gamornet.batch_predict"}
+_LAZY = {"predict_files": "gamornet.batch_predict", "merge_tables": "gamornet.batch_predict"}
 
 
 def __getattr__(name: str):
