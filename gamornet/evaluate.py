@@ -6,7 +6,7 @@
   of ``fractions`` is the distribution of true classes among galaxies predicted
   ``j`` (each column sums to 1; an empty column is NaN).  So
   ``fractions[0, 0]`` is the disk precision and ``fractions[2, 2]`` the bulge
-  precision quoted in the paper (SPEC section 5).
+  precision quoted in the paper (Ghosh et al. 2020).
 - :func:`summary`: the paper's headline numbers.
 - :func:`threshold_sweep`: accuracy versus completeness as a symmetric
   probability threshold rises (the trade-off of the paper's Figs. 8-9).

@@ -1,6 +1,6 @@
 """Local response normalisation layers, written with backend-neutral ``keras.ops``.
 
-GaMorNet's two flavours normalise differently (SPEC section 1):
+GaMorNet's two flavours normalise differently:
 
 ``flavor="keras"``
     ``x / (k + alpha * S)^beta`` where ``S`` is, at each pixel, the mean of

@@ -95,7 +95,7 @@ LAYERS: tuple[LayerSpec, ...] = (
 WEIGHTED_LAYERS: tuple[LayerSpec, ...] = tuple(s for s in LAYERS if s.weighted)
 WEIGHTED_LAYER_NUMBERS: tuple[int, ...] = tuple(s.number for s in WEIGHTED_LAYERS)
 
-#: Settings of the two local response normalisations (SPEC section 1).
+#: Settings of the two local response normalisations (Ghosh et al. 2020).
 #: ``keras``: x / (k + alpha * S)^beta with S = sum over all channels of the
 #: ``size`` x ``size`` spatial mean of x^2.  ``tflearn``: ``tf.nn.lrn`` with a
 #: window of ``2 * depth_radius + 1`` neighbouring channels.

@@ -1,4 +1,4 @@
-"""Simulated bulge + disk galaxies, the training data of GaMorNet (SPEC section 6).
+"""Simulated bulge + disk galaxies, the training data of GaMorNet (Ghosh et al. 2020).
 
 Each galaxy is a Sersic ``n = 4`` bulge plus an ``n = 1`` exponential disk,
 integrated over pixels, convolved with a Moffat PSF and given Poisson noise.
@@ -23,7 +23,7 @@ Conventions
 
 Class mix
 ---------
-With ``bt_mode="paper"`` (the default, SPEC section 6) the bulge magnitude is
+With ``bt_mode="paper"`` (the default, the recipe of Ghosh et al. 2020) the bulge magnitude is
 the disk magnitude plus a uniform offset in [-3.2, 3.2], so ``bt`` piles up
 near 0 and 1 and few galaxies are indeterminate: CANDELS about 46.5% disk,
 7% indeterminate, 46.5% bulge; SDSS (bulge magnitude also kept inside
@@ -34,7 +34,7 @@ first draws the class with probabilities ``class_mix``, then ``bt`` uniformly
 inside that class's interval (intersected with ``bt_range``).  In both the
 bulge magnitude is then ``disk_mag - 2.5 log10(bt / (1 - bt))`` (for SDSS the
 disk magnitude is drawn so that both stay inside [15, 22]).  With the default
-``bt_range=(0.05, 0.95)`` (|offset| <= 3.2 mag) "uniform" gives 44% / 11% / 44%.
+``bt_range=(0.05, 0.95)`` (``|offset| <= 3.2`` mag) "uniform" gives 44% / 11% / 44%.
 
 Rendering accuracy
 ------------------
@@ -145,7 +145,7 @@ class SurveyConfig:
         Uniform range of the disk centre, x and y drawn independently (pixels).
     bulge_centre_jitter : float
         Bulge centre = disk centre * (1 + U(-j, j)) per coordinate (2.5% in
-        both presets: SPEC states it for SDSS, CANDELS is assumed alike).
+        both presets: the paper states it for SDSS, CANDELS is assumed alike).
     bt_mode : {"paper", "uniform", "classes"}
         How bulge-to-total ratios are drawn (see the module docstring).
     bt_range : (float, float)
@@ -237,7 +237,7 @@ class SurveyConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-#: The presets of SPEC section 6.
+#: The presets of the paper's simulations (Ghosh et al. 2020).
 SURVEYS: dict[str, SurveyConfig] = {
     "SDSS": SurveyConfig(
         name="SDSS", shape=(167, 167), pixel_scale=0.396, zero_point=25.11, psf_fwhm=1.4, psf_beta=3.0,
@@ -764,7 +764,7 @@ def _int_arg(name: str, minimum: int):
 def register_cli(subparsers) -> None:
     """Add ``gamornet simulate``."""
     p = subparsers.add_parser("simulate", help="simulate bulge + disk training galaxies",
-                              description="Simulate Sersic bulge + exponential disk galaxies (SPEC section 6).")
+                              description="Simulate Sersic bulge + exponential disk galaxies (Ghosh et al. 2020).")
     p.add_argument("--survey", default="SDSS", help="SDSS or CANDELS (default SDSS)")
     p.add_argument("-n", type=_int_arg("-n", 1), required=True, help="number of galaxies")
     p.add_argument("--seed", type=_int_arg("--seed", 0), default=0, help="random seed (default 0)")

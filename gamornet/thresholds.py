@@ -53,7 +53,7 @@ class ThresholdPolicy:
                 raise ValueError(f"`{field}` must be a probability in [0, 1]. Received: {field}={value!r}")
 
 
-#: The published policies (SPEC section 5).
+#: The published policies (Ghosh et al. 2020 prediction tables).
 POLICIES: dict[str, ThresholdPolicy] = {
     "keras_sdss": ThresholdPolicy(0.70, 0.70, name="keras_sdss"),
     "keras_candels": ThresholdPolicy(0.0, 0.60, disk_strict=True, disk_argmax=True, name="keras_candels"),

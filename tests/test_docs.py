@@ -1,0 +1,377 @@
+"""The documentation: the Sphinx build, the tutorial notebooks and every code example.
+
+- ``test_docs_build``: ``sphinx-build -W`` (any warning fails) into a temporary
+  folder, then checks that the main pages exist and say what they should.
+- ``test_notebook``: runs each notebook of ``tutorials/`` with nbclient in a
+  fresh kernel of the current interpreter (a kernel spec written to a temporary
+  ``JUPYTER_PATH``), small and offline (``GAMORNET_TUTORIAL_SMALL=1``,
+  ``GAMORNET_OFFLINE=1``), and requires no error and some PNG figures.
+- ``test_python_examples``: runs every ``python`` code block of ``README.md``
+  and ``docs/*.rst``, the blocks of one file in order in one namespace, which
+  starts with :func:`example_namespace` (``img_array`` and friends).  Published
+  Keras models named in the examples are served from a local HTTP server on
+  127.0.0.1 (small stand-in files at the registry's paths), through
+  ``GAMORNET_MODELS_URL`` and a temporary ``GAMORNET_HOME``: no example ever
+  reaches the internet.
+- ``test_console_examples``: runs the cheap ``$ gamornet ...`` lines of the
+  ``console`` blocks (version, help, model list, tiny simulations); installs,
+  the demo and large runs are left to the other tests.
+
+The slow tests need the ``docs`` tools (sphinx, furo, nbformat, nbclient,
+ipykernel) and are skipped without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from servers import http_server, write_checkpoint, write_keras_file
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+TUTORIALS = REPO / "tutorials"
+NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+
+#: Pages of the built site and text each must contain.
+EXPECTED_PAGES = {
+    "index.html": ["GaMorNet", "Getting started"],
+    "getting_started.html": ["gamornet-cpu", "tensorflow-cpu", "gamornet --version", "gamornet demo"],
+    "data_release.html": ["99.72%", "95.25%", "78.62%", "model_sdsss_tl.hdf5", "check-1405593", "keras_candels"],
+    "api.html": ["gamornet_predict_keras", "gamornet_train_keras", "gamornet_tl_keras", "gamornet_predict_tflearn",
+                 "gamornet_train_tflearn", "gamornet_tl_tflearn", "classify_probabilities", "simulate_galaxies"],
+    "faq.html": ["tensorflow-cpu", "GAMORNET_OFFLINE", "LRN"],
+    "changelog.html": ["1.0.0", "0.4.3"],
+    "citation.html": ["@article{Ghosh2020", "10.3847/1538-4357/ab8a47"],
+    "cli.html": ["gamornet models", "gamornet download"],
+    "performance.html": ["python -m benchmarks"],
+    "tutorials/predictions.html": ["Making predictions", "gamornet_predict_keras", "gamornet_predict_tflearn"],
+    "tutorials/training.html": ["Training GaMorNet from scratch", "gamornet_train_keras", "gamornet_train_tflearn"],
+    "tutorials/transfer_learning.html": ["Transfer learning", "gamornet_tl_keras", "gamornet_tl_tflearn"],
+}
+
+_sphinx_tools = ("sphinx", "furo")
+_notebook_tools = ("nbformat", "nbclient", "ipykernel")
+
+
+def _require(*modules: str) -> None:
+    for name in modules:
+        pytest.importorskip(name)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The current environment with the repository importable and TensorFlow quiet."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------- Sphinx
+
+
+def _text(html: str) -> str:
+    text = re.sub(r"<[^>]+>", "", html)
+    for entity, char in (("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&#39;", "'")):
+        text = text.replace(entity, char)
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.mark.slow
+def test_docs_build(tmp_path):
+    _require(*_sphinx_tools)
+    out = tmp_path / "html"
+    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out),
+           "-d", str(tmp_path / "doctrees")]
+    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"sphinx-build failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+
+    for page, needles in EXPECTED_PAGES.items():
+        path = out / page
+        assert path.is_file(), f"{page} was not built"
+        text = _text(path.read_text(encoding="utf-8"))
+        missing = [n for n in needles if n not in text]
+        assert not missing, f"{page} lacks {missing}"
+
+    from gamornet.cli import build_parser
+
+    cli_text = _text((out / "cli.html").read_text(encoding="utf-8"))
+    subcommands = [a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"][0].choices
+    assert subcommands and all(f"gamornet {name}" in cli_text for name in subcommands)
+    assert {p.name for p in (out / "_images").glob("montage_*.png")} == {"montage_sdss.png", "montage_candels.png"}
+    assert len(list((out / "_downloads").rglob("*.ipynb"))) == len(NOTEBOOKS) == 3
+
+
+def _docs_extension():
+    _require("sphinx")
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import gamornet_docs
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    return gamornet_docs
+
+
+def test_notebook_rendering_with_outputs():
+    """Stored outputs (text, PNG) of an executed notebook become part of its page; errors are left out."""
+    ext = _docs_extension()
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    notebook = {
+        "metadata": {"language_info": {"name": "python"}},
+        "cells": [
+            {"cell_type": "markdown", "source": "# Title\n\nSome `code` and a [link](https://example.org)."},
+            {"cell_type": "code", "source": ["x = 1\n", "print(x)"], "outputs": [
+                {"output_type": "stream", "name": "stdout", "text": "10%\r100%\n1\n"},
+                {"output_type": "display_data", "data": {"image/png": png, "text/plain": "<Figure>"}},
+                {"output_type": "error", "ename": "E", "evalue": "boom", "traceback": []},
+            ]},
+        ],
+    }
+    rst = "\n".join(ext.notebook_to_rst(notebook, after_title=["AFTER-TITLE"]))
+    assert rst.index("Title\n=====") < rst.index("AFTER-TITLE") < rst.index("``code``")
+    assert "`link <https://example.org>`__" in rst
+    assert ".. code-block:: python" in rst and "   print(x)" in rst
+    assert "   100%" in rst and "10%" not in rst
+    assert f"data:image/png;base64,{png}" in rst and "boom" not in rst
+
+
+def test_citation_files_agree():
+    doi = "10.3847/1538-4357/ab8a47"
+    cff = (REPO / "CITATION.cff").read_text(encoding="utf-8")
+    assert cff.startswith("cff-version: 1.2.0") and f'doi: "{doi}"' in cff and "year: 2020" in cff
+    for path in (REPO / "README.md", DOCS / "citation.rst"):
+        text = path.read_text(encoding="utf-8")
+        assert "@article{Ghosh2020" in text and doi in text, path
+    yaml = pytest.importorskip("yaml")
+    assert yaml.safe_load(cff)["preferred-citation"]["volume"] == 895
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+@pytest.fixture(scope="module")
+def jupyter_kernel(tmp_path_factory) -> tuple[str, Path]:
+    """A kernel spec running ipykernel on this interpreter, in a folder of its own; returns (name, JUPYTER_PATH)."""
+    root = tmp_path_factory.mktemp("jupyter")
+    name = "gamornet-docs-test"
+    spec_dir = root / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python ({sys.executable})", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return name, root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook(notebook, tmp_path, monkeypatch, jupyter_kernel):
+    _require(*_notebook_tools)
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    kernel_name, jupyter_path = jupyter_kernel
+    env = _env(
+        GAMORNET_TUTORIAL_SMALL="1",
+        GAMORNET_OFFLINE="1",
+        GAMORNET_HOME=str(tmp_path / "cache"),  # empty: the notebooks must manage without published models
+        GAMORNET_TUTORIAL_DIR=str(tmp_path / "work"),
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+        JUPYTER_PATH=str(jupyter_path),
+        IPYTHONDIR=str(tmp_path / "ipython"),
+        JUPYTER_PLATFORM_DIRS="1",
+    )
+    env.pop("GAMORNET_MODELS_URL", None)
+    for key in set(os.environ) | set(env):
+        if key in env:
+            monkeypatch.setenv(key, env[key])
+        else:
+            monkeypatch.delenv(key)
+
+    nb = nbformat.read(notebook, as_version=4)
+    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), \
+        f"{notebook.name} must be stored without outputs"
+    client = NotebookClient(nb, kernel_name=kernel_name, timeout=600, resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        pytest.fail(f"{notebook.name} failed:\n{str(exc)[-4000:]}")
+    finally:
+        nbformat.write(nb, tmp_path / notebook.name)  # the executed copy, for inspection
+
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    errors = [out for out in outputs if out.get("output_type") == "error"]
+    assert not errors, f"{notebook.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    pngs = [out for out in outputs if "image/png" in out.get("data", {})]
+    assert len(pngs) >= 3, f"{notebook.name} shows {len(pngs)} PNG figures"
+
+
+# --------------------------------------------------------------------------- code examples
+
+_RST_BLOCK = re.compile(r"^(?P<indent>[ \t]*)\.\. code-block:: *(?P<lang>\S+)[ \t]*\n", re.M)
+_MD_FENCE = re.compile(r"^```(?P<lang>\w*)[ \t]*\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
+
+
+def rst_blocks(text: str, languages: tuple[str, ...]) -> list[str]:
+    """Bodies of the ``.. code-block::`` directives of the given languages, dedented."""
+    blocks = []
+    lines = text.splitlines()
+    starts = {text[: m.start()].count("\n"): m for m in _RST_BLOCK.finditer(text)}
+    for line_no, match in sorted(starts.items()):
+        if match.group("lang") not in languages:
+            continue
+        base = len(match.group("indent").expandtabs())
+        body, i = [], line_no + 1
+        while i < len(lines) and (not lines[i].strip() or lines[i].lstrip().startswith(":")) and not body:
+            i += 1  # options and the blank line before the body
+        indent = None
+        while i < len(lines):
+            line = lines[i]
+            if line.strip():
+                width = len(line) - len(line.lstrip())
+                if width <= base:
+                    break
+                indent = width if indent is None else min(indent, width)
+            body.append(line)
+            i += 1
+        blocks.append("\n".join(ln[indent:] for ln in body).strip("\n") + "\n")
+    return blocks
+
+
+def markdown_blocks(text: str, languages: tuple[str, ...]) -> list[str]:
+    return [m.group("code") for m in _MD_FENCE.finditer(text) if m.group("lang") in languages]
+
+
+def _example_files() -> list[Path]:
+    return [REPO / "README.md", *sorted(DOCS.glob("*.rst")), *sorted(DOCS.glob("*/*.rst"))]
+
+
+def python_examples() -> dict[str, list[str]]:
+    """``{file relative to the repository: [python blocks]}`` for every file that has some."""
+    found = {}
+    for path in _example_files():
+        text = path.read_text(encoding="utf-8")
+        blocks = markdown_blocks(text, ("python",)) if path.suffix == ".md" else rst_blocks(text, ("python",))
+        if blocks:
+            found[str(path.relative_to(REPO))] = blocks
+    return found
+
+
+EXAMPLES = python_examples()
+
+
+#: Other spellings of Python code blocks: examples written with them would escape the tests.
+_PYTHON_ALIASES = {"py", "py3", "python3", "pycon", "ipython", "ipython3", "default"}
+
+
+def test_examples_are_collected():
+    assert "README.md" in EXAMPLES and len(EXAMPLES["README.md"]) >= 2
+    assert any(name.startswith("docs/") for name in EXAMPLES)
+    for path in _example_files():
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".md":
+            langs = {m.group("lang") for m in _MD_FENCE.finditer(text)}
+        else:
+            langs = set(re.findall(r"^\s*\.\. (?:code-block|code|sourcecode)::[ \t]*(\S*)", text, re.M))
+            assert not re.search(r"^\s*\.\. (?:code|sourcecode)::[ \t]*python", text, re.M), path
+        assert not langs & _PYTHON_ALIASES, f"{path}: write Python examples as `python` blocks, not {langs}"
+
+
+@pytest.fixture(scope="module")
+def example_server(tmp_path_factory):
+    """A local HTTP server holding stand-ins of the published Keras models at the registry's paths."""
+    from gamornet.registry import MODELS
+
+    root = tmp_path_factory.mktemp("published")
+    for (_, flavor), info in MODELS.items():
+        if flavor == "keras":
+            shape = (167, 167, 1) if info.input_shape == "SDSS" else (83, 83, 1)
+            write_keras_file(root / info.path, shape)
+    with http_server(root) as server:
+        server.cache = tmp_path_factory.mktemp("cache")  # shared: each model is fetched once, as for a user
+        yield server
+
+
+@pytest.fixture(scope="module")
+def example_namespace(tmp_path_factory) -> dict:
+    """The names the examples use without defining them."""
+    rng = np.random.default_rng(7)
+    ckpt = write_checkpoint(tmp_path_factory.mktemp("checkpoint") / "check-1200", (83, 83, 1))
+
+    def images(n, size):
+        return rng.normal(0.0, 1.0, size=(n, size, size, 1)).astype(np.float32)
+
+    labels = np.eye(3, dtype=np.float32)[np.arange(6) % 3]
+    return {
+        "img_array": images(4, 167),
+        "candels_imgs": images(4, 83),
+        "checkpoint_prefix": str(ckpt),
+        "preds": rng.dirichlet(np.ones(3), size=10).astype(np.float32),
+        "training_imgs": images(6, 83),
+        "training_labels": labels,
+        "validation_imgs": images(6, 83),
+        "validation_labels": labels,
+    }
+
+
+@pytest.mark.parametrize("source", sorted(EXAMPLES))
+def test_python_examples(source, example_server, example_namespace, tmp_path, monkeypatch):
+    saved_env = dict(os.environ)
+    monkeypatch.chdir(tmp_path)
+    os.environ.pop("GAMORNET_OFFLINE", None)
+    os.environ["GAMORNET_MODELS_URL"] = example_server.url
+    os.environ["GAMORNET_HOME"] = str(example_server.cache)
+    namespace = {"__name__": "__main__", **example_namespace}
+    try:
+        for k, block in enumerate(EXAMPLES[source]):
+            try:
+                exec(compile(block, f"<{source} example {k + 1}>", "exec"), namespace)
+            except Exception as exc:
+                pytest.fail(f"example {k + 1} of {source} failed: {type(exc).__name__}: {exc}\n\n{block}")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+# --------------------------------------------------------------------------- shell examples
+
+
+def _is_cheap(args: list[str]) -> bool:
+    """Commands quick enough to run here: version, help, model list, simulations of a few galaxies."""
+    if not args or args[0] in ("--version", "--help", "-h", "models") or "--help" in args:
+        return True
+    if args[0] == "simulate" and "-n" in args:
+        return int(args[args.index("-n") + 1]) <= 16
+    return False
+
+
+def console_commands() -> list[str]:
+    commands = []
+    for path in _example_files():
+        if path.suffix != ".rst":
+            continue
+        for block in rst_blocks(path.read_text(encoding="utf-8"), ("console",)):
+            for line in block.splitlines():
+                if line.startswith("$ gamornet") and _is_cheap(shlex.split(line)[2:]):
+                    commands.append(line[2:])
+    return sorted(set(commands))
+
+
+@pytest.mark.slow
+def test_console_examples(tmp_path):
+    commands = console_commands()
+    assert "gamornet --version" in commands and "gamornet models" in commands
+    env = _env(GAMORNET_HOME=str(tmp_path / "cache"), GAMORNET_OFFLINE="1")
+    for command in commands:
+        args = shlex.split(command)[1:]
+        result = subprocess.run([sys.executable, "-m", "gamornet", *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"`{command}` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
