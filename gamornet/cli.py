@@ -17,7 +17,15 @@ from gamornet import __version__
 __all__ = ["main", "build_parser"]
 
 #: Modules providing subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("gamornet.models_cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "gamornet.demo",
+    "gamornet.simulate",
+    "gamornet.predict_cli",
+    "gamornet.evaluate",
+    "gamornet.models_cli",
+    "gamornet.convert",
+    "gamornet.train_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,16 +13,16 @@ import os
 import keras
 import numpy as np
 
-from gamornet import utils
+from gamornet import data, training, utils
 from gamornet.batching import format_predictions, predict_in_batches
 from gamornet.keras_model import apply_weights, build_keras_model, load_keras_model, read_weights, weighted_layers
 
 __all__ = ["gamornet_predict_keras", "gamornet_train_keras", "gamornet_tl_keras", "gamornet_build_model_keras"]
 
-#: File names written into ``files_save_path`` by training.
-METRICS_FILE = "metrics.csv"
-FINAL_MODEL_FILE = "trained_model.keras"
-CHECKPOINT_FILE = "model_{epoch:04d}.keras"
+#: File names written into ``files_save_path`` by training (defined in :mod:`gamornet.training`).
+METRICS_FILE = training.METRICS_FILE
+FINAL_MODEL_FILE = training.FINAL_MODEL_FILE
+CHECKPOINT_FILE = training.CHECKPOINT_FILE
 
 
 def gamornet_build_model_keras(input_shape, lrn: str = "keras") -> keras.Model:
@@ -115,75 +115,120 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     return format_predictions(probabilities, individual_arrays)
 
 
-class _PeriodicCheckpoint(keras.callbacks.Callback):
-    """Save the whole model every ``freq`` epochs, atomically."""
+_DATA_DOC = """training_imgs, validation_imgs
+        The images, not preprocessed, in any of these forms:
 
-    def __init__(self, directory: str, freq: int):
-        super().__init__()
-        self.directory, self.freq = directory, freq
+        - a numpy array ``(N, height, width, channels)`` (checked in full);
+        - a ``numpy.memmap`` or the path of a ``.npy`` file (header and a
+          sample checked; read batch by batch, never loaded whole);
+        - the folder written by ``gamornet simulate`` (``images.npy`` and
+          ``catalog.ecsv``; the labels default to its catalog);
+        - a ``tf.data.Dataset`` of ``(images, onehot_labels)`` elements or
+          batches (its labels are used: give None as labels);
+        - a :class:`gamornet.data.Source`, e.g.
+          :class:`gamornet.data.SimulatedSource` (new simulated galaxies every
+          epoch) or :class:`gamornet.data.ArraySource` (labels None).
 
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.freq == 0:
-            _save_model(self.model, os.path.join(self.directory, CHECKPOINT_FILE.format(epoch=epoch + 1)))
+        ``validation_imgs`` and ``validation_labels`` may both be None (no
+        validation).
+    training_labels, validation_labels
+        For arrays and stacks: one-hot rows ``(N, 3)`` (disk [1,0,0],
+        indeterminate [0,1,0], bulge [0,0,1]), class names ``(N,)``, or a
+        catalog (an astropy table or file) with a ``label`` column of class
+        names (or ``class_index``, or one-hot columns ``disk``,
+        ``indeterminate``, ``bulge``).  None for datasets and sources."""
+
+_OPTIONS_DOC = """augment : {None, "flips", "rotate", "flips+rotate"}, keyword-only
+        Random augmentation of the training batches, labels unchanged:
+        ``flips`` one of the 8 right-angle rotations / flips per image,
+        ``rotate`` a uniform angle about the image centre (bilinear).
+    schedule : {None, "decay", "plateau"}, keyword-only
+        ``None`` / ``"decay"``: the 0.4.3 rule ``lr / (1 + decay * step)``.
+        ``"plateau"``: multiply the rate by ``plateau_factor`` after
+        ``plateau_patience`` epochs without a lower validation loss
+        (``decay`` must then be 0).
+    plateau_factor, plateau_patience : float, int, keyword-only
+        Settings of the plateau schedule.
+    early_stopping : int, optional, keyword-only
+        Stop after this many epochs without a lower validation loss and
+        restore the weights of the best epoch.
+    resume : bool, keyword-only
+        Make the run resumable: after every epoch save ``last.keras`` (model
+        and optimiser state) and ``run_state.json`` in ``files_save_path``.
+        If they are already there, continue that run from its last completed
+        epoch (model, optimiser, settings of the optimiser and schedule, epoch
+        counter and metrics log as saved; ``epochs`` may be raised).
+    mixed_precision : {None, "bfloat16", "float16"}, keyword-only
+        Compute in this precision (variables and outputs stay float32);
+        ``float16`` only on a GPU.  ``bfloat16`` pays off only where the
+        hardware has it (GPUs, CPUs with AVX-512 BF16 / AMX): on an AVX2-only
+        CPU it trained about 10x slower than float32.
+    steps_per_epoch : int, optional, keyword-only
+        Batches per epoch of an infinite ``tf.data.Dataset``.
+    seed : int, optional, keyword-only
+        Seed of the weight initialisation, shuffling and augmentation.
+    callbacks : list of keras.callbacks.Callback, optional, keyword-only
+        Extra callbacks, run after GaMorNet's own.
+    optimizer : {"sgd", "adam"}, keyword-only
+        ``sgd`` (default): SGD with ``momentum`` / ``nesterov``, as GaMorNet
+        was trained.  ``adam``: Adam with learning rate ``lr`` (``momentum``
+        and ``nesterov`` unused), which learns from scratch in far fewer
+        epochs."""
+
+_FILES_DOC = """files_save_path : str
+        Directory for ``metrics.csv`` (one row per epoch, written as each
+        epoch ends; its ``epoch`` column counts from 0, as Keras'
+        ``CSVLogger`` writes it, and ``learning_rate`` is the rate at the end
+        of the epoch), checkpoints ``model_NNNN.keras`` (NNNN counting from
+        1) and the final ``trained_model.keras``; created if missing.
+        ``/dev/null`` saves nothing."""
 
 
-def _save_model(model: keras.Model, path: str) -> None:
-    with utils.atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
+def _check_data(training_imgs, training_labels, validation_imgs, validation_labels, input_shape):
+    shape = utils.check_input_shape(input_shape)
+    train = data.as_source(training_imgs, training_labels, shape, "training")
+    if validation_imgs is None and validation_labels is None:
+        return shape, train, None
+    val = data.as_source(validation_imgs, validation_labels, shape, "validation")
+    if (isinstance(train, data.SimulatedSource) and isinstance(val, data.SimulatedSource) and train.seed == val.seed
+            and train.config == val.config):
+        raise ValueError(f"`validation_imgs` must simulate other galaxies than `training_imgs`: give it another "
+                         f"seed. Received: seed={val.seed} for both")
+    return shape, train, val
 
 
-def _optimizer(lr, momentum, decay, nesterov) -> keras.optimizers.Optimizer:
-    """SGD with momentum; ``decay`` follows Keras 2: ``lr / (1 + decay * iterations)``."""
-    rate = keras.optimizers.schedules.InverseTimeDecay(lr, decay_steps=1, decay_rate=decay) if decay else lr
-    return keras.optimizers.SGD(learning_rate=rate, momentum=momentum, nesterov=bool(nesterov))
+def _check_preprocessing(preprocessing) -> dict | None:
+    from gamornet.preprocessing import STRETCHES, PixelScaling
 
-
-def _fit(model, data, files_save_path, epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss,
-         save_model, verbose) -> keras.Model:
-    x, y, vx, vy = data
-    save_dir = utils.resolve_save_dir(files_save_path)
-    model.compile(optimizer=_optimizer(lr, momentum, decay, nesterov), loss=loss, metrics=["accuracy"])
-    callbacks = []
-    if save_dir is not None:
-        callbacks.append(keras.callbacks.CSVLogger(os.path.join(save_dir, METRICS_FILE)))
-        if checkpoint_freq:
-            callbacks.append(_PeriodicCheckpoint(save_dir, checkpoint_freq))
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=(vx, vy), shuffle=True,
-              callbacks=callbacks, verbose=verbose)
-    if save_model and save_dir is not None:
-        _save_model(model, os.path.join(save_dir, FINAL_MODEL_FILE))
-    return model
-
-
-def _check_fit_args(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss, verbose):
-    utils.check_positive_int(epochs, "epochs")
-    utils.check_positive_int(checkpoint_freq, "checkpoint_freq", minimum=0)
-    utils.check_positive_int(batch_size, "batch_size")
-    utils.check_optimizer_args(lr, momentum, decay, nesterov, loss)
-    if verbose not in (0, 1, 2, "auto"):
-        raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
+    if preprocessing is None:
+        return None
+    config = {"stretch": preprocessing} if isinstance(preprocessing, str) else preprocessing
+    if (not isinstance(config, dict) or not set(config) <= set(PixelScaling.CONFIG_KEYS)
+            or config.get("stretch", "linear") not in STRETCHES):
+        raise ValueError(f"`preprocessing` must be None, a stretch name ({', '.join(STRETCHES)}) or a dict with keys "
+                         f"{list(PixelScaling.CONFIG_KEYS)}. Received: preprocessing={preprocessing!r}")
+    PixelScaling(**config)  # checks the values
+    return dict(config)
 
 
 def gamornet_train_keras(training_imgs, training_labels, validation_imgs, validation_labels, input_shape,
                          files_save_path="./", epochs=100, checkpoint_freq=0, batch_size=64, lr=0.0001,
                          momentum=0.9, decay=0.0, nesterov=False, loss="categorical_crossentropy",
-                         load_model=False, model_load_path="./", save_model=True, verbose=1):
+                         load_model=False, model_load_path="./", save_model=True, verbose=1, *,
+                         preprocessing=None, augment=None, schedule=None, plateau_factor=0.1, plateau_patience=10,
+                         early_stopping=None, resume=False, mixed_precision=None, steps_per_epoch=None, seed=None,
+                         callbacks=None, optimizer="sgd"):
     """Train GaMorNet (Keras) from scratch, or continue training a saved model.
 
     Parameters
     ----------
-    training_imgs, validation_imgs : numpy.ndarray, shape (N, height, width, channels)
-        Images, not preprocessed.
-    training_labels, validation_labels : numpy.ndarray, shape (N, 3)
-        One-hot labels: disk [1,0,0], indeterminate [0,1,0], bulge [0,0,1].
+    {data}
     input_shape : str or tuple
         ``"SDSS"``, ``"CANDELS"`` or ``(height, width, channels)``.
-    files_save_path : str
-        Directory for ``metrics.csv`` (one row per epoch, written as training
-        goes), checkpoints ``model_NNNN.keras`` and the final
-        ``trained_model.keras``; created if missing.  ``/dev/null`` saves nothing.
+    {files}
     epochs : int
-        Passes over the training set.
+        Passes over the training set (epochs of ``steps_per_epoch`` batches
+        for simulated sources and infinite datasets).
     checkpoint_freq : int
         Save the model every this many epochs (0: never).
     batch_size : int
@@ -199,33 +244,47 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
         only when ``load_model`` is True.
     save_model : bool
         Save the final model (checkpoints are governed by ``checkpoint_freq``).
-    verbose : {0, 1, 2}
+    verbose : {{0, 1, 2}}
         Keras' progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+    preprocessing : str or dict, optional, keyword-only
+        Pixel scaling stored in the model, so the saved model takes raw
+        pixels: a stretch name (``"linear"``, ``"asinh"``, ``"per_image"``)
+        or a :class:`gamornet.preprocessing.PixelScaling` configuration
+        (``stretch``, ``offset``, ``scale``).  With ``load_model`` it replaces
+        the loaded model's scaling.
+    {options}
 
     Returns
     -------
     keras.Model
-        The trained model.
+        The trained model (with early stopping, the best epoch's weights).
     """
-    shape, *data = utils.check_training_inputs(training_imgs, training_labels, validation_imgs, validation_labels,
-                                               input_shape)
-    _check_fit_args(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss, verbose)
+    shape, train, val = _check_data(training_imgs, training_labels, validation_imgs, validation_labels, input_shape)
+    opts = training.check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss,
+                                      save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
+                                      early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
+                                      optimizer)
+    pre = _check_preprocessing(preprocessing)
     utils.resolve_save_dir(files_save_path)
-    if load_model:
-        path = utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose))
-        weights = read_weights(path)
-        model = build_keras_model(shape, lrn=weights.lrn, preprocessing=weights.preprocessing)
+
+    def build() -> keras.Model:
+        if not load_model:
+            return build_keras_model(shape, preprocessing=pre, seed=opts.seed)
+        weights = read_weights(utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
+        model = build_keras_model(shape, lrn=weights.lrn, preprocessing=pre or weights.preprocessing, seed=opts.seed)
         apply_weights(model, weights, input_shape=shape)
-    else:
-        model = build_keras_model(shape)
-    return _fit(model, data, files_save_path, epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov,
-                loss, save_model, verbose)
+        return model
+
+    return training.fit_model(build, train, val, files_save_path, opts)
 
 
 def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validation_labels, input_shape,
                       load_layers_bools=[True] * 8, trainable_bools=[True] * 8, model_load_path="./",
                       files_save_path="./", epochs=100, checkpoint_freq=0, batch_size=64, lr=0.00001, momentum=0.9,
-                      decay=0.0, nesterov=False, loss="categorical_crossentropy", save_model=True, verbose=1):
+                      decay=0.0, nesterov=False, loss="categorical_crossentropy", save_model=True, verbose=1, *,
+                      augment=None, schedule=None, plateau_factor=0.1, plateau_patience=10, early_stopping=None,
+                      resume=False, mixed_precision=None, steps_per_epoch=None, seed=None, callbacks=None,
+                      optimizer="sgd"):
     """Transfer learning: start from a trained model, load some layers, freeze some, train.
 
     Parameters
@@ -239,25 +298,39 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
         preset (``"train_bools_SDSS"``, ``"train_bools_CANDELS"``).
     model_load_path : str
         The starting model: a file, a TFLearn checkpoint prefix or a
-        published model name (e.g. ``"SDSS_sim"``).
+        published model name (e.g. ``"SDSS_sim"``).  Its pixel scaling, if
+        any, is kept.
     lr : float
         Learning rate (smaller by default than for training from scratch).
 
-    The other parameters and the return value are those of
-    :func:`gamornet_train_keras`.  The default lists are never modified, so
-    the function can be called any number of times.
+    Notes
+    -----
+    The other parameters (data forms, files, keyword-only options) and the
+    return value are those of :func:`gamornet_train_keras`.  The default lists
+    are never modified, so the function can be called any number of times.
     """
-    shape, *data = utils.check_training_inputs(training_imgs, training_labels, validation_imgs, validation_labels,
-                                               input_shape)
+    shape, train, val = _check_data(training_imgs, training_labels, validation_imgs, validation_labels, input_shape)
     load_bools = utils.check_bools(load_layers_bools, "load_layers_bools")
     train_bools = utils.check_bools(trainable_bools, "trainable_bools")
-    _check_fit_args(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss, verbose)
+    opts = training.check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss,
+                                      save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
+                                      early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
+                                      optimizer)
     utils.resolve_save_dir(files_save_path)
-    path = utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose))
-    weights = read_weights(path)
-    model = build_keras_model(shape, lrn=weights.lrn, preprocessing=weights.preprocessing)
-    apply_weights(model, weights, layers_bools=load_bools, input_shape=shape)
-    for layer, trainable in zip(weighted_layers(model), train_bools):
-        layer.trainable = trainable
-    return _fit(model, data, files_save_path, epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov,
-                loss, save_model, verbose)
+    state = training.read_run_state(files_save_path) if resume and os.path.isdir(files_save_path) else None
+    if not (state and state.get("completed_epochs")):  # fetch and check the starting model now, before training
+        weights = read_weights(utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
+
+    def build() -> keras.Model:
+        model = build_keras_model(shape, lrn=weights.lrn, preprocessing=weights.preprocessing, seed=opts.seed)
+        apply_weights(model, weights, layers_bools=load_bools, input_shape=shape)
+        for layer, trainable in zip(weighted_layers(model), train_bools):
+            layer.trainable = trainable
+        return model
+
+    return training.fit_model(build, train, val, files_save_path, opts)
+
+
+if gamornet_train_keras.__doc__:  # None under python -OO
+    gamornet_train_keras.__doc__ = gamornet_train_keras.__doc__.format(data=_DATA_DOC, files=_FILES_DOC,
+                                                                       options=_OPTIONS_DOC)

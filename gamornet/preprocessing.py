@@ -13,7 +13,7 @@ from keras import ops
 
 __all__ = ["PixelScaling", "STRETCHES"]
 
-STRETCHES: tuple[str, ...] = ("linear", "asinh", "per_image")
+STRETCHES: tuple[str, ...] = ("linear", "asinh", "per_image", "max")
 
 
 @keras.saving.register_keras_serializable(package="gamornet", name="PixelScaling")
@@ -26,7 +26,9 @@ class PixelScaling(keras.layers.Layer):
         ``linear``: ``(x - offset) / scale``; ``asinh``:
         ``asinh((x - offset) / scale)``, which keeps faint outskirts and bright
         centres in range; ``per_image``: each image minus its mean, divided by
-        its standard deviation (``offset`` and ``scale`` unused).
+        its standard deviation; ``max``: each image divided by its largest
+        absolute pixel value, so every galaxy spans [-1, 1] whatever its
+        brightness (``offset`` and ``scale`` unused by the last two).
     offset, scale : float
         Constants of the ``linear`` and ``asinh`` stretches.
     """
@@ -46,6 +48,9 @@ class PixelScaling(keras.layers.Layer):
             mean = ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
             std = ops.std(inputs, axis=(1, 2, 3), keepdims=True)
             return (inputs - mean) / (std + 1e-6)
+        if self.stretch == "max":
+            peak = ops.max(ops.abs(inputs), axis=(1, 2, 3), keepdims=True)
+            return inputs / (peak + 1e-12)
         scaled = (inputs - self.offset) / self.scale
         return ops.arcsinh(scaled) if self.stretch == "asinh" else scaled
 

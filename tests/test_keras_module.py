@@ -212,3 +212,13 @@ def test_missing_model_file(small_data):
     x, _ = small_data
     with pytest.raises(FileNotFoundError, match=r"`model_load_path` does not exist. Received: model_load_path="):
         gamornet_predict_keras(x, "no/such/model.keras", SMALL_SHAPE)
+
+
+def test_adam_option_and_bad_optimizer(small_data):
+    x, y = small_data
+    model = gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path="/dev/null", epochs=1, batch_size=6,
+                                 lr=0.0005, verbose=0, optimizer="adam")
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.0005)
+    with pytest.raises(ValueError, match=r"`optimizer` must be one of \['sgd', 'adam'\]. Received: optimizer='rmsprop'"):
+        gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path="/dev/null", verbose=0, optimizer="rmsprop")

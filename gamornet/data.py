@@ -1,0 +1,568 @@
+"""Training data sources: arrays, memory-mapped ``.npy`` stacks, ``tf.data`` datasets, simulated galaxies.
+
+Every source turns into a ``tf.data`` pipeline that reads batch by batch,
+applies the optional augmentation, and prefetches :data:`PREFETCH` batches
+while the model computes, so memory stays bounded by a few batches whatever
+the size of the data:
+
+- :class:`ArraySource`: images indexable by row (an in-memory array or a
+  ``numpy.memmap``) with one-hot labels.  In-memory arrays are shuffled with
+  a full permutation; memory-mapped stacks by permuting batch-sized blocks of
+  rows (each read as one slice) and shuffling rows inside windows of
+  :data:`SHUFFLE_WINDOW` blocks.  :func:`open_training_data` opens a
+  ``gamornet simulate`` folder or a ``.npy`` stack with a catalog.
+- :class:`DatasetSource`: a ``tf.data.Dataset`` yielding ``(images, onehot)``
+  elements or batches; its order is the dataset's own.
+- :class:`SimulatedSource`: new simulated galaxies every epoch
+  (:func:`gamornet.simulate.iter_batches`).
+
+:func:`as_source` checks user input (arrays, paths, memmaps, datasets,
+sources) with the error style of :mod:`gamornet.utils`.  Augmentation
+(:func:`augment_batch`) draws its randomness from a seed and the global batch
+number, so a resumed run sees the same transformations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gamornet import utils
+from gamornet.network import CLASS_NAMES
+
+__all__ = [
+    "AUGMENTATIONS",
+    "PREFETCH",
+    "SHUFFLE_WINDOW",
+    "Source",
+    "ArraySource",
+    "DatasetSource",
+    "SimulatedSource",
+    "as_source",
+    "open_training_data",
+    "load_labels",
+    "check_augment",
+    "augment_batch",
+    "dihedral_variants",
+]
+
+#: Batches prepared ahead of the model.
+PREFETCH = 2
+#: Blocks of ``batch_size`` rows shuffled together when reading a memory-mapped stack.
+SHUFFLE_WINDOW = 8
+#: Augmentations: ``flips`` draws one of the 8 right-angle rotations / flips (the
+#: dihedral group; only the 4 flips for non-square images), ``rotate`` a uniform
+#: angle in [0, 360) degrees about the image centre (bilinear, edges reflected).
+AUGMENTATIONS: tuple[str, ...] = ("flips", "rotate")
+#: Images checked for NaN / inf when a memory-mapped stack is opened.
+_SAMPLE_CHECK = 64
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_augment(augment) -> tuple[str, ...]:
+    """Resolve ``augment``: None, ``"flips"``, ``"rotate"``, ``"flips+rotate"`` or a list of those names."""
+    if augment is None or augment is False or augment == "none" or augment == ():
+        return ()
+    names = augment.replace(",", "+").split("+") if isinstance(augment, str) else augment
+    if not isinstance(names, Sequence) or not names or not all(isinstance(n, str) and n in AUGMENTATIONS
+                                                                for n in names):
+        raise ValueError(f"`augment` must be None, {' / '.join(map(repr, AUGMENTATIONS))} or "
+                         f"'flips+rotate'. Received: augment={augment!r}")
+    return tuple(n for n in AUGMENTATIONS if n in names)
+
+
+def _onehot_from_names(values, n: int, name: str) -> np.ndarray:
+    names = np.char.lower(np.char.strip(np.asarray(values).astype(str)))
+    index = {c: i for i, c in enumerate(CLASS_NAMES)}
+    known = np.isin(names, CLASS_NAMES)
+    if names.ndim != 1 or names.shape[0] != n:
+        raise ValueError(f"`{name}` must hold one class name per image ({n}). Received: shape={names.shape}")
+    if not known.all():
+        bad = np.flatnonzero(~known)[:5]
+        raise ValueError(f"`{name}` class names must be {' / '.join(CLASS_NAMES)}. "
+                         f"Received: rows {bad.tolist()} = {names[bad].tolist()}")
+    return np.eye(3, dtype=np.float32)[[index[v] for v in names]]
+
+
+def load_labels(labels, n_images: int, name: str = "training_labels") -> np.ndarray:
+    """One-hot float32 labels ``(n_images, 3)`` from any accepted form, checked in full.
+
+    Parameters
+    ----------
+    labels : array_like, str, os.PathLike or astropy.table.Table
+        One-hot rows ``(N, 3)``; class names (``disk`` / ``indeterminate`` /
+        ``bulge``, shape ``(N,)``); or a catalog (a table or a file astropy
+        reads, e.g. the ``catalog.ecsv`` of ``gamornet simulate``) with a
+        ``label`` column of class names, or else a ``class_index`` column
+        (0, 1, 2), or else one-hot columns ``disk``, ``indeterminate``, ``bulge``.
+    n_images : int
+        Number of images the labels belong to.
+    name : str
+        Argument name used in error messages.
+    """
+    if labels is None:
+        raise ValueError(f"`{name}` must be given for these images (one-hot rows, class names or a catalog). "
+                         f"Received: {name}=None")
+    if isinstance(labels, (str, os.PathLike)):
+        if not os.path.isfile(labels):
+            raise FileNotFoundError(f"`{name}` file does not exist. Received: {name}={os.fspath(labels)!r}")
+        from astropy.table import Table
+
+        labels = Table.read(os.fspath(labels))
+    if hasattr(labels, "colnames"):
+        cols = labels.colnames
+        if "label" in cols:
+            return _onehot_from_names(labels["label"], n_images, name)
+        if "class_index" in cols:
+            index = np.asarray(labels["class_index"])
+            if index.shape != (n_images,) or not np.isin(index, (0, 1, 2)).all():
+                raise ValueError(f"`{name}` column 'class_index' must hold {n_images} values in 0, 1, 2. "
+                                 f"Received: shape={index.shape}, values={np.unique(index)[:5].tolist()}")
+            return np.eye(3, dtype=np.float32)[index.astype(int)]
+        if all(c in cols for c in CLASS_NAMES):
+            return utils.check_labels(np.stack([np.asarray(labels[c]) for c in CLASS_NAMES], 1), n_images, name)
+        raise ValueError(f"`{name}` catalog needs a 'label', 'class_index' or {list(CLASS_NAMES)} column(s). "
+                         f"Received: columns {cols}")
+    arr = np.asarray(labels)
+    if arr.ndim == 1 and arr.dtype.kind in "US":
+        return _onehot_from_names(arr, n_images, name)
+    return utils.check_labels(arr, n_images, name)
+
+
+def _check_shape(shape: tuple, name: str, input_shape) -> None:
+    """The shape rules of :func:`gamornet.utils.check_images`, on a shape alone."""
+    if len(shape) != 4:
+        raise ValueError(f"`{name}` must be a 4-D array (N, height, width, channels). "
+                         f"Received: shape={shape} ({len(shape)}-D)")
+    if input_shape is not None:
+        expected = utils.check_input_shape(input_shape)
+        if tuple(shape[1:]) != expected:
+            raise ValueError(f"`{name}` images must have the model's input shape {expected}. "
+                             f"Received: shape={tuple(shape[1:])} per image (array shape {shape})")
+
+
+def _check_memmap(images: np.ndarray, name: str, input_shape) -> np.ndarray:
+    """The checks of :func:`gamornet.utils.check_images` on the header and a sample of a memory-mapped stack."""
+    if images.dtype.kind not in "iuf":
+        raise TypeError(f"`{name}` must hold real int or float pixels. Received: dtype={images.dtype}")
+    _check_shape(tuple(images.shape), name, input_shape)
+    if images.shape[0] == 0:
+        raise ValueError(f"`{name}` holds no images. Received: shape={images.shape}")
+    rows = np.unique(np.linspace(0, images.shape[0] - 1, min(_SAMPLE_CHECK, images.shape[0])).astype(int))
+    sample = np.asarray(images[rows], dtype=np.float32)
+    bad = ~np.isfinite(sample.reshape(len(rows), -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"`{name}` has NaN or inf pixels in image(s) {rows[bad][:10].tolist()}. "
+                         "Replace them (e.g. with the sky level) before training.")
+    return images
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class Source:
+    """A training or validation data source (see the module docstring).
+
+    Attributes
+    ----------
+    image_shape : tuple of int
+        ``(height, width, channels)`` of one image.
+    batch_size : int or None
+        Batch size the source imposes (None: the training ``batch_size``).
+    """
+
+    image_shape: tuple[int, ...] = ()
+    batch_size: int | None = None
+
+    def training_dataset(self, batch_size: int, initial_epoch: int = 0, seed: int = 0, augment: tuple = (),
+                         steps_per_epoch: int | None = None):
+        """``(dataset, steps_per_epoch)``: shuffled, augmented batches, starting at ``initial_epoch``.
+
+        ``steps_per_epoch`` is None when the dataset is read to its end every epoch.
+        """
+        raise NotImplementedError
+
+    def validation_dataset(self, batch_size: int):
+        """A finite dataset of the same batches every epoch."""
+        raise NotImplementedError
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def _signature(shape: tuple[int, ...]):
+    tf = _tf()
+    return (tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None, 3), tf.float32))
+
+
+def _finish(ds, augment: tuple, seed: int, first_step: int = 0, counter=None):
+    """Augment (seeded by ``seed`` and the global batch number) and prefetch."""
+    tf = _tf()
+    if augment:
+        counter = tf.data.Dataset.counter(first_step) if counter is None else counter
+        ds = tf.data.Dataset.zip((counter, ds)).map(
+            lambda step, xy: (augment_batch(xy[0], tf.stack([tf.constant(seed, tf.int64), step]), augment), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(PREFETCH)
+
+
+class ArraySource(Source):
+    """Images indexable by row, in memory or memory-mapped, with one-hot labels.
+
+    Parameters
+    ----------
+    images : numpy.ndarray or numpy.memmap, shape (N, height, width, channels)
+        Already checked (see :func:`as_source`); any real dtype, cast to
+        float32 batch by batch.
+    labels : numpy.ndarray, shape (N, 3)
+        One-hot float32 rows for all N images.
+    indices : numpy.ndarray, optional
+        Rows of ``images`` this source uses (sorted); default all.
+    name : str
+        Argument name used in error messages.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray | None = None,
+                 name: str = "training_imgs"):
+        self.images, self.labels, self.name = images, labels, name
+        self.indices = np.arange(images.shape[0]) if indices is None else np.sort(np.asarray(indices, np.int64))
+        self.image_shape = tuple(int(v) for v in images.shape[1:])
+        self.memmapped = isinstance(images, np.memmap)
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[ArraySource, ArraySource]:
+        """Random ``(training, validation)`` split, ``fraction`` of the rows going to validation."""
+        n = len(self)
+        n_val = int(round(float(fraction) * n)) if isinstance(fraction, (int, float)) else -1
+        if not 0 < fraction < 1 or not 1 <= n_val < n:
+            raise ValueError(f"`validation_fraction` must be in (0, 1) and leave images on both sides of the split "
+                             f"({n} images). Received: validation_fraction={fraction!r}")
+        perm = np.random.default_rng(seed).permutation(self.indices)
+        return (ArraySource(self.images, self.labels, perm[n_val:], self.name),
+                ArraySource(self.images, self.labels, perm[:n_val], self.name.replace("training", "validation")))
+
+    def _read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        contiguous = rows.size and rows[-1] - rows[0] + 1 == rows.size
+        x = self.images[rows[0] : rows[-1] + 1] if contiguous else self.images[rows]
+        x = np.asarray(x, dtype=np.float32)
+        if self.memmapped and not np.isfinite(x).all():
+            bad = rows[~np.isfinite(x.reshape(len(rows), -1)).all(axis=1)]
+            raise ValueError(f"`{self.name}` has NaN or inf pixels in image(s) {bad[:10].tolist()}.")
+        return x, self.labels[rows]
+
+    def epoch_batches(self, batch_size: int, epoch: int = 0, seed: int = 0,
+                      shuffle: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One epoch of ``(images, labels)`` batches; the order depends only on ``(seed, epoch)``."""
+        idx = self.indices
+        blocks = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
+        if not shuffle:
+            for rows in blocks:
+                yield self._read(rows)
+            return
+        rng = np.random.default_rng([seed, epoch])
+        if not self.memmapped:
+            perm = rng.permutation(idx)
+            for s in range(0, len(perm), batch_size):
+                yield self._read(np.sort(perm[s : s + batch_size]))
+            return
+        order = rng.permutation(len(blocks))
+        for w in range(0, len(order), SHUFFLE_WINDOW):
+            parts = [self._read(blocks[k]) for k in order[w : w + SHUFFLE_WINDOW]]
+            x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            p = rng.permutation(len(x))
+            x, y = x[p], y[p]
+            for s in range(0, len(x), batch_size):
+                yield x[s : s + batch_size], y[s : s + batch_size]
+
+    def training_dataset(self, batch_size, initial_epoch=0, seed=0, augment=(), steps_per_epoch=None):
+        tf = _tf()
+        steps = math.ceil(len(self) / batch_size)
+
+        def forever():
+            epoch = initial_epoch
+            while True:
+                yield from self.epoch_batches(batch_size, epoch, seed, shuffle=True)
+                epoch += 1
+
+        ds = tf.data.Dataset.from_generator(forever, output_signature=_signature(self.image_shape))
+        return _finish(ds, augment, seed, initial_epoch * steps), steps
+
+    def validation_dataset(self, batch_size):
+        tf = _tf()
+        ds = tf.data.Dataset.from_generator(lambda: self.epoch_batches(batch_size, shuffle=False),
+                                            output_signature=_signature(self.image_shape))
+        return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(len(self) / batch_size))).prefetch(PREFETCH)
+
+
+class DatasetSource(Source):
+    """A ``tf.data.Dataset`` of ``(images, onehot_labels)``, as elements or as batches.
+
+    Unbatched datasets (images of rank 3) are batched with the training
+    ``batch_size``; batched ones (rank 4) are used as they are.  The dataset
+    is read in its own order (shuffle it yourself, with
+    ``reshuffle_each_iteration``).  A finite dataset is read to its end every
+    epoch; an infinite one needs ``steps_per_epoch``.
+
+    Parameters
+    ----------
+    dataset : tf.data.Dataset
+    input_shape : tuple of int
+        The model's ``(height, width, channels)``.
+    name : str
+        Argument name used in error messages.
+    """
+
+    def __init__(self, dataset, input_shape, name: str = "training_imgs"):
+        tf = _tf()
+        spec = dataset.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, tf.TensorSpec) for s in spec)):
+            raise ValueError(f"`{name}` must yield (images, onehot_labels) pairs. Received: element_spec={spec}")
+        xs, ys = spec
+        rank = xs.shape.rank
+        dims = list(xs.shape)[-3:] if rank in (3, 4) else []
+        if rank not in (3, 4) or any(d is not None and d != e for d, e in zip(dims, input_shape)):
+            raise ValueError(f"`{name}` images must have shape {tuple(input_shape)} (or batches of it). "
+                             f"Received: element shape {xs.shape}")
+        if not (xs.dtype.is_floating or xs.dtype.is_integer) or not (ys.dtype.is_floating or ys.dtype.is_integer):
+            raise TypeError(f"`{name}` must yield numeric images and labels. Received: dtypes {xs.dtype}, {ys.dtype}")
+        if ys.shape.rank != rank - 2 or ys.shape[-1] not in (None, 3):
+            raise ValueError(f"`{name}` labels must be one-hot rows [disk, indeterminate, bulge] (3 columns). "
+                             f"Received: label shape {ys.shape}")
+        self.dataset, self.name, self.batched = dataset, name, rank == 4
+        self.image_shape = tuple(input_shape)
+        self.cardinality = int(dataset.cardinality())
+
+    def _batched(self, batch_size):
+        tf = _tf()
+        ds = self.dataset if self.batched else self.dataset.batch(batch_size)
+        return ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.float32)))
+
+    def training_dataset(self, batch_size, initial_epoch=0, seed=0, augment=(), steps_per_epoch=None):
+        tf = _tf()
+        if self.cardinality == tf.data.INFINITE_CARDINALITY and not steps_per_epoch:
+            raise ValueError(f"`steps_per_epoch` must be given for an infinite `{self.name}` dataset. "
+                             "Received: steps_per_epoch=None")
+        counter = tf.data.Dataset.random(seed, rerandomize_each_iteration=True)
+        return _finish(self._batched(batch_size), augment, seed, counter=counter), steps_per_epoch
+
+    def validation_dataset(self, batch_size):
+        tf = _tf()
+        if self.cardinality == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(f"`{self.name}` must be a finite dataset (validation is read to its end every epoch).")
+        return self._batched(batch_size).prefetch(PREFETCH)
+
+
+class SimulatedSource(Source):
+    """Simulated bulge + disk galaxies generated while training, new ones every epoch.
+
+    Epoch ``e`` trains on galaxies ``e * steps_per_epoch * batch_size``
+    onwards of the simulated set ``seed`` (so a resumed run continues with new
+    galaxies).  Used for validation, the source gives the same first
+    ``steps_per_epoch`` batches every epoch (rendered once, then cached):
+    give it another ``seed`` than the training source.
+
+    Parameters
+    ----------
+    survey : str or gamornet.simulate.SurveyConfig
+        ``"SDSS"`` or ``"CANDELS"`` (or a config).
+    steps_per_epoch : int
+        Batches per epoch.
+    batch_size : int, optional
+        Galaxies per batch; default the training ``batch_size``.
+    seed : int
+        Seed of the simulated set.
+    workers : int
+        Processes rendering batches ahead (1: in the data pipeline's thread).
+    **overrides
+        Settings of :class:`gamornet.simulate.SurveyConfig` (e.g.
+        ``shape=(64, 64)``, ``balanced=True``).
+    """
+
+    def __init__(self, survey="SDSS", steps_per_epoch: int = 100, batch_size: int | None = None, seed: int = 0,
+                 workers: int = 1, **overrides):
+        from gamornet import simulate
+
+        self.steps_per_epoch = utils.check_positive_int(steps_per_epoch, "steps_per_epoch")
+        self.batch_size = None if batch_size is None else utils.check_positive_int(batch_size, "batch_size")
+        self.workers = utils.check_positive_int(workers, "workers")
+        self.seed = utils.check_positive_int(seed, "seed", minimum=0)
+        self.config = simulate.get_config(survey, **overrides)
+        self.image_shape = (*self.config.shape, 1)
+
+    def _batches(self, batch_size: int, start: int, steps: int | None):
+        from gamornet.simulate import iter_batches
+
+        it = iter_batches(batch_size, self.config, self.seed, workers=self.workers, start=start)
+        try:
+            for _ in range(steps) if steps is not None else itertools.count():
+                yield next(it)
+        finally:
+            it.close()
+
+    def training_dataset(self, batch_size, initial_epoch=0, seed=0, augment=(), steps_per_epoch=None):
+        tf = _tf()
+        b, steps = self.batch_size or batch_size, self.steps_per_epoch
+        ds = tf.data.Dataset.from_generator(lambda: self._batches(b, initial_epoch * steps * b, None),
+                                            output_signature=_signature(self.image_shape))
+        return _finish(ds, augment, seed, initial_epoch * steps), steps
+
+    def validation_dataset(self, batch_size):
+        tf = _tf()
+        b, steps = self.batch_size or batch_size, self.steps_per_epoch
+        ds = tf.data.Dataset.from_generator(lambda: self._batches(b, 0, steps),
+                                            output_signature=_signature(self.image_shape))
+        return ds.apply(tf.data.experimental.assert_cardinality(steps)).cache().prefetch(PREFETCH)
+
+
+def _is_dataset(obj) -> bool:
+    return type(obj).__module__.startswith("tensorflow") and hasattr(obj, "element_spec")
+
+
+def open_training_data(path, catalog=None, name: str = "DATA") -> ArraySource:
+    """Open a ``gamornet simulate`` folder, or a ``.npy`` stack with a catalog, memory-mapped.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder holding ``images.npy`` and ``catalog.ecsv``, or a ``.npy`` file.
+    catalog : str, os.PathLike, table or array, optional
+        Labels (any form :func:`load_labels` accepts); default the folder's
+        ``catalog.ecsv``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        images_path, default_catalog = path / "images.npy", path / "catalog.ecsv"
+    else:
+        images_path, default_catalog = path, None
+    if not images_path.is_file():
+        raise FileNotFoundError(f"`{name}` must be a folder with images.npy and catalog.ecsv, or a .npy file. "
+                                f"Received: {name}={os.fspath(path)!r} (no {images_path.name})")
+    if catalog is None:
+        if default_catalog is None or not default_catalog.is_file():
+            raise ValueError(f"`{name}` is a .npy stack: give its labels (a catalog). Received: catalog=None")
+        catalog = default_catalog
+    try:
+        images = np.load(images_path, mmap_mode="r")
+    except ValueError as exc:
+        raise ValueError(f"`{name}` is not a readable .npy image stack. Received: {os.fspath(images_path)!r} ({exc})")
+    images = _check_memmap(images, name, None)
+    return ArraySource(images, load_labels(catalog, images.shape[0], "catalog"), name=name)
+
+
+def as_source(images, labels, input_shape, role: str = "training") -> Source:
+    """Check one pair of data arguments and wrap it as a :class:`Source`.
+
+    Parameters
+    ----------
+    images
+        A numpy array ``(N, H, W, C)`` (checked in full, as in 0.4.3); a
+        ``numpy.memmap`` or a path to a ``.npy`` file (header and a sample
+        checked, read batch by batch); a ``gamornet simulate`` folder (labels
+        from its catalog unless given); a ``tf.data.Dataset``; or a
+        :class:`Source` (e.g. :class:`SimulatedSource`).
+    labels
+        For arrays and stacks, what :func:`load_labels` accepts; None for
+        datasets and sources (their labels come with the images).
+    input_shape : tuple of int
+        The model's resolved input shape.
+    role : {"training", "validation"}
+        Prefix of the argument names in error messages.
+    """
+    x_name, y_name = f"{role}_imgs", f"{role}_labels"
+    if isinstance(images, Source) or _is_dataset(images):
+        if labels is not None:
+            raise ValueError(f"`{y_name}` must be None when `{x_name}` is a {type(images).__name__} (labels come with "
+                             f"its images). Received: {y_name} of type {type(labels).__name__}")
+        source = images if isinstance(images, Source) else DatasetSource(images, input_shape, x_name)
+        if tuple(source.image_shape) != tuple(input_shape):
+            raise ValueError(f"`{x_name}` images must have the model's input shape {tuple(input_shape)}. "
+                             f"Received: shape={tuple(source.image_shape)} per image")
+        return source
+    if isinstance(images, (str, os.PathLike)):
+        if os.path.isdir(images):
+            source = open_training_data(images, labels, x_name)
+            _check_shape(source.images.shape, x_name, input_shape)
+            return source
+        if not os.path.isfile(images):
+            raise FileNotFoundError(f"`{x_name}` does not exist. Received: {x_name}={os.fspath(images)!r}")
+        try:
+            images = np.load(images, mmap_mode="r")
+        except ValueError as exc:
+            raise ValueError(f"`{x_name}` is not a readable .npy image stack ({exc}). Received: {x_name}={images!r}")
+    if isinstance(images, np.memmap):
+        images = _check_memmap(images, x_name, input_shape)
+    else:
+        images = utils.check_images(images, x_name, input_shape)
+    return ArraySource(images, load_labels(labels, images.shape[0], y_name), name=x_name)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _dihedral(images, transpose, flip_lr, flip_ud):
+    """Per-image transpose / left-right / up-down flips (bool vectors of length N)."""
+    tf = _tf()
+
+    def pick(mask, new, old):
+        return tf.where(tf.reshape(mask, (-1, 1, 1, 1)), new, old)
+
+    if images.shape[1] is not None and images.shape[1] == images.shape[2]:
+        images = pick(transpose, tf.transpose(images, (0, 2, 1, 3)), images)
+    images = pick(flip_lr, tf.reverse(images, axis=[2]), images)
+    return pick(flip_ud, tf.reverse(images, axis=[1]), images)
+
+
+def _rotate(images, angles):
+    """Rotate each image by ``angles`` (radians) about its centre: bilinear, edges reflected."""
+    tf = _tf()
+    shape = tf.shape(images)
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    cos, sin = tf.cos(angles), tf.sin(angles)
+    zero = tf.zeros_like(angles)
+    # output pixel (x, y) samples input (cos*(x-cx) - sin*(y-cy) + cx, sin*(x-cx) + cos*(y-cy) + cy)
+    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, zero, zero], 1)
+    return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms, output_shape=shape[1:3],
+                                                 fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+
+
+def augment_batch(images, seed, augment: tuple[str, ...]):
+    """Randomly transform a float32 batch ``(N, H, W, C)``; the same ``seed`` (2 ints) gives the same result.
+
+    Parameters
+    ----------
+    images : tf.Tensor
+    seed : tf.Tensor, shape (2,)
+        Seed of the stateless random draws.
+    augment : tuple of str
+        Names from :data:`AUGMENTATIONS`.
+    """
+    tf = _tf()
+    n = tf.shape(images)[0]
+    if "flips" in augment:
+        bits = tf.random.stateless_uniform((3, n), seed, minval=0, maxval=2, dtype=tf.int32) > 0
+        images = _dihedral(images, bits[0], bits[1], bits[2])
+    if "rotate" in augment:
+        angles = tf.random.stateless_uniform((n,), seed + tf.constant([0, 1 << 40], tf.int64), 0.0, 2 * math.pi)
+        images = _rotate(images, angles)
+    return images
+
+
+def dihedral_variants(image: np.ndarray) -> np.ndarray:
+    """The 8 right-angle rotations / flips ``(8, H, W, C)`` of one square image ``(H, W, C)``."""
+    tf = _tf()
+    bits = np.array([[(k >> b) & 1 for b in range(3)] for k in range(8)], bool)
+    batch = tf.repeat(tf.convert_to_tensor(np.asarray(image, np.float32)[None]), 8, axis=0)
+    return _dihedral(batch, bits[:, 0], bits[:, 1], bits[:, 2]).numpy()
