@@ -32,9 +32,12 @@ COMMON_REQUIRES = [
     "Pillow>=9",
 ]
 
+_DOCS = ["sphinx>=7", "furo", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"]
+
 EXTRAS = {
-    "test": ["pytest>=7.4", "pyftpdlib>=1.5.9", "ruff>=0.5", "tf-keras>=2.16,<2.22"],
-    "docs": ["sphinx>=7", "furo", "nbformat", "nbclient", "ipykernel"],
+    "test": ["pytest>=7.4", "pyftpdlib>=1.5.9", "ruff>=0.5", "tf-keras>=2.16,<2.22", "pyarrow>=14", *_DOCS],
+    "docs": _DOCS,
+    "parquet": ["pyarrow>=14"],
 }
 
 

@@ -14,3 +14,53 @@ def make_data(n: int, shape=SMALL_SHAPE, seed: int = 0):
     images = rng.normal(10.0, 3.0, size=(n, *shape)).astype(np.float32)
     labels = np.eye(3, dtype=np.float32)[np.arange(n) % 3]
     return images, labels
+
+
+def _keras2_lrn_classes(tf, tf_keras):
+    class SpatialLRN(tf_keras.layers.Layer):
+        """The Keras-flavour LRN as Keras 2 code wrote it: no get_config, constants in the class."""
+
+        def call(self, x):
+            pooled = tf.nn.avg_pool2d(tf.square(x), ksize=5, strides=1, padding="SAME")
+            summed = tf.reduce_sum(pooled, axis=-1, keepdims=True)
+            return x / tf.pow(1.0 + 1e-4 * summed, 0.75)
+
+    class DepthLRN(tf_keras.layers.Layer):
+        def call(self, x):
+            return tf.nn.local_response_normalization(x, depth_radius=5, bias=1.0, alpha=1e-4, beta=0.75)
+
+    SpatialLRN.__name__ = DepthLRN.__name__ = "LocalResponseNormalization"
+    return {"keras": SpatialLRN, "tflearn": DepthLRN}
+
+
+def keras2_model(lrn: str, shape=SMALL_SHAPE):
+    """GaMorNet as a Keras 2 (tf-keras) Sequential model with default layer names and random weights.
+
+    Built from :data:`gamornet.network.LAYERS`, with the LRN written as Keras 2
+    code wrote it (plain TensorFlow ops, no ``get_config``).
+    """
+    import tensorflow as tf
+    import tf_keras
+
+    from gamornet.network import LAYERS
+
+    lrn_class = _keras2_lrn_classes(tf, tf_keras)[lrn]
+    layers = tf_keras.layers
+    model = tf_keras.Sequential()
+    model.add(layers.InputLayer(input_shape=shape))
+    for spec in LAYERS:
+        if spec.kind == "conv":
+            model.add(layers.Conv2D(spec.filters, spec.kernel, strides=spec.strides, padding="same",
+                                    activation=spec.activation, bias_initializer="random_normal"))
+        elif spec.kind == "maxpool":
+            model.add(layers.MaxPooling2D(spec.kernel, strides=spec.strides, padding="same"))
+        elif spec.kind == "lrn":
+            model.add(lrn_class())
+        elif spec.kind == "flatten":
+            model.add(layers.Flatten())
+        elif spec.kind == "dense":
+            model.add(layers.Dense(spec.units, activation=spec.activation, bias_initializer="random_normal",
+                                   kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=0.05)))
+        elif spec.kind == "dropout":
+            model.add(layers.Dropout(spec.rate))
+    return model

@@ -9,53 +9,11 @@ import numpy as np
 import pytest
 
 from gamornet.keras_module import gamornet_predict_keras
-from gamornet.network import LAYERS
 
-from helpers import SMALL_SHAPE, make_data
+from helpers import SMALL_SHAPE, keras2_model, make_data
 
 tf_keras = pytest.importorskip("tf_keras")
 tf = pytest.importorskip("tensorflow")
-
-
-def _keras2_lrn_classes():
-    class SpatialLRN(tf_keras.layers.Layer):
-        """The Keras-flavour LRN as Keras 2 code wrote it: no get_config, constants in the class."""
-
-        def call(self, x):
-            pooled = tf.nn.avg_pool2d(tf.square(x), ksize=5, strides=1, padding="SAME")
-            summed = tf.reduce_sum(pooled, axis=-1, keepdims=True)
-            return x / tf.pow(1.0 + 1e-4 * summed, 0.75)
-
-    class DepthLRN(tf_keras.layers.Layer):
-        def call(self, x):
-            return tf.nn.local_response_normalization(x, depth_radius=5, bias=1.0, alpha=1e-4, beta=0.75)
-
-    SpatialLRN.__name__ = DepthLRN.__name__ = "LocalResponseNormalization"
-    return {"keras": SpatialLRN, "tflearn": DepthLRN}
-
-
-def _keras2_model(lrn: str, shape=SMALL_SHAPE):
-    """GaMorNet as a Keras 2 Sequential model (default layer names), random weights."""
-    lrn_class = _keras2_lrn_classes()[lrn]
-    layers = tf_keras.layers
-    model = tf_keras.Sequential()
-    model.add(layers.InputLayer(input_shape=shape))
-    for spec in LAYERS:
-        if spec.kind == "conv":
-            model.add(layers.Conv2D(spec.filters, spec.kernel, strides=spec.strides, padding="same",
-                                    activation=spec.activation, bias_initializer="random_normal"))
-        elif spec.kind == "maxpool":
-            model.add(layers.MaxPooling2D(spec.kernel, strides=spec.strides, padding="same"))
-        elif spec.kind == "lrn":
-            model.add(lrn_class())
-        elif spec.kind == "flatten":
-            model.add(layers.Flatten())
-        elif spec.kind == "dense":
-            model.add(layers.Dense(spec.units, activation=spec.activation, bias_initializer="random_normal",
-                                   kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=0.05)))
-        elif spec.kind == "dropout":
-            model.add(layers.Dropout(spec.rate))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +34,7 @@ def _save_legacy(model, path, weights_only: bool):
 @pytest.mark.parametrize("lrn", ["keras", "tflearn"])
 def test_keras2_hdf5_predicts_as_keras2_did(tmp_path, images, lrn, weights_only):
     tf_keras.utils.set_random_seed(7)
-    old = _keras2_model(lrn)
+    old = keras2_model(lrn)
     expected = old.predict(images, verbose=0)
     path = tmp_path / ("model.hdf5" if not weights_only else "weights.h5")
     _save_legacy(old, path, weights_only)
@@ -96,7 +54,7 @@ def test_keras2_hdf5_predicts_as_keras2_did(tmp_path, images, lrn, weights_only)
 
 def test_byte_string_metadata_as_old_h5py_wrote(tmp_path, images):
     tf_keras.utils.set_random_seed(8)
-    old = _keras2_model("keras")
+    old = keras2_model("keras")
     path = tmp_path / "old.h5"
     _save_legacy(old, path, weights_only=False)
     with h5py.File(path, "r+") as f:
@@ -116,7 +74,7 @@ def test_keras3_load_model_with_old_class_name(tmp_path, images):
     from gamornet.keras_model import CUSTOM_OBJECTS
 
     tf_keras.utils.set_random_seed(9)
-    old = _keras2_model("keras")
+    old = keras2_model("keras")
     path = tmp_path / "old.h5"
     _save_legacy(old, path, weights_only=False)
     loaded = keras.models.load_model(str(path), custom_objects=CUSTOM_OBJECTS, compile=False)
