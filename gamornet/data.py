@@ -34,6 +34,7 @@ import numpy as np
 
 from gamornet import utils
 from gamornet.network import CLASS_NAMES
+from gamornet.stack import read_rows
 
 __all__ = [
     "AUGMENTATIONS",
@@ -255,7 +256,7 @@ class ArraySource(Source):
 
     def _read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         contiguous = rows.size and rows[-1] - rows[0] + 1 == rows.size
-        x = self.images[rows[0] : rows[-1] + 1] if contiguous else self.images[rows]
+        x = read_rows(self.images, int(rows[0]), int(rows[-1]) + 1) if contiguous else self.images[rows]
         x = np.asarray(x, dtype=np.float32)
         if self.memmapped and not np.isfinite(x).all():
             bad = rows[~np.isfinite(x.reshape(len(rows), -1)).all(axis=1)]

@@ -62,6 +62,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gamornet.stack import read_rows
+
 __all__ = [
     "FITS_SUFFIXES",
     "IMAGE_SUFFIXES",
@@ -601,7 +603,7 @@ class ImageReader:
         start = run[0].index
         label = source.name if len(run) > 1 else run[0].id
         try:
-            raw = np.asarray(source.data[start : start + len(run)])
+            raw = read_rows(source.data, start, start + len(run))
         except (OSError, ValueError) as exc:
             raise BadImageError(label, f"unreadable ({exc})") from None
         return self._conform(raw, True, label)

@@ -71,7 +71,7 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
 
 
 def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False, *,
-                           lrn: str | None = None, progress: bool = False, reuse_model: bool = True):
+                           lrn: str | None = None, progress: bool = True, reuse_model: bool = True):
     """Predict morphology probabilities with a trained Keras GaMorNet model.
 
     Parameters
@@ -104,9 +104,7 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
         ``[P_disk, P_indeterminate, P_bulge]`` per image; with
         ``individual_arrays``, a tuple of three (N,) arrays.
     """
-    shape = utils.check_input_shape(input_shape)
-    images = utils.check_images(img_array, "img_array", shape)
-    batch_size = utils.check_positive_int(batch_size, "batch_size")
+    shape, images, batch_size = utils.check_predict_inputs(img_array, input_shape, batch_size)
     if lrn not in (None, "keras", "tflearn"):
         raise ValueError(f"`lrn` must be None, 'keras' or 'tflearn'. Received: lrn={lrn!r}")
     path = utils.resolve_model_path(model_load_path, "keras", progress=progress)

@@ -551,9 +551,7 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
         ``[P_disk, P_indeterminate, P_bulge]`` per image; with
         ``individual_arrays``, a tuple of three (N,) arrays.
     """
-    shape = utils.check_input_shape(input_shape)
-    images = utils.check_images(img_array, "img_array", shape)
-    batch_size = utils.check_positive_int(batch_size, "batch_size")
+    shape, images, batch_size = utils.check_predict_inputs(img_array, input_shape, batch_size)
     individual_arrays = _check_flag(individual_arrays, "individual_arrays")
     trainable = utils.check_bools(trainable_bools, "trainable_bools")
     clear_session = _check_flag(clear_session, "clear_session")

@@ -34,6 +34,7 @@ __all__ = [
     "resolve_model_path",
     "labels_from_onehot",
     "check_training_inputs",
+    "check_predict_inputs",
     "check_optimizer_args",
     "resolve_save_dir",
     "atomic_path",
@@ -216,6 +217,19 @@ def check_optimizer_args(lr, momentum, decay, nesterov, loss) -> None:
         raise ValueError(f"`nesterov` must be True or False. Received: nesterov={nesterov!r}")
     if not (isinstance(loss, str) or callable(loss)):
         raise ValueError(f"`loss` must be a loss name or a callable. Received: loss={loss!r}")
+
+
+def check_predict_inputs(img_array, input_shape, batch_size) -> tuple[tuple[int, int, int], np.ndarray, int]:
+    """Check the arguments shared by every predict function.
+
+    Returns
+    -------
+    tuple
+        ``(input_shape, images, batch_size)``: the resolved shape, the images
+        as float32 and the batch size as an int.
+    """
+    shape = check_input_shape(input_shape)
+    return shape, check_images(img_array, "img_array", shape), check_positive_int(batch_size, "batch_size")
 
 
 def check_training_inputs(training_imgs, training_labels, validation_imgs, validation_labels, input_shape):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from servers import http_server, write_checkpoint, write_keras_file
 
 REPO = Path(__file__).resolve().parents[1]

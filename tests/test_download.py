@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import dead_url, ftp_server, http_server, write_checkpoint, write_keras_file
 
 from gamornet import download, registry
 from gamornet.download import CacheDirError, ModelDownloadError, cached_path, fetch_file, fetch_model, is_cached
 from gamornet.registry import get_model_info
+
+from servers import dead_url, ftp_server, http_server, write_checkpoint, write_keras_file
 
 SMALL = (32, 32, 1)
 BASE = "pub/aghosh/"  # the servers publish the tree under the same sub-path as the authors' server

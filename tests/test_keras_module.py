@@ -220,5 +220,5 @@ def test_adam_option_and_bad_optimizer(small_data):
                                  lr=0.0005, verbose=0, optimizer="adam")
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.0005)
-    with pytest.raises(ValueError, match=r"`optimizer` must be one of \['sgd', 'adam'\]. Received: optimizer='rmsprop'"):
+    with pytest.raises(ValueError, match=r"`optimizer` must be one of .*Received: optimizer='rmsprop'"):
         gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path="/dev/null", verbose=0, optimizer="rmsprop")

@@ -10,10 +10,11 @@ import os
 
 import numpy as np
 import pytest
-from helpers import keras2_model, make_data
-from servers import ftp_server, http_server
 
 from gamornet.registry import get_model_info
+
+from helpers import keras2_model, make_data
+from servers import ftp_server, http_server
 
 pytestmark = pytest.mark.slow
 
