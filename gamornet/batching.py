@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import numpy as np
 import progressbar
 
-__all__ = ["progress_bar", "predict_in_batches", "format_predictions"]
+__all__ = ["CURRENT_STDERR", "progress_bar", "predict_in_batches", "format_predictions"]
+
+
+class _CurrentStderr:
+    """Stream writing to whatever ``sys.stderr`` is when it writes.
+
+    progressbar2 resolves ``sys.stderr`` once, when it is first imported, so a
+    bar would keep writing to a stream that notebooks or test runners have
+    since replaced; every bar of the package writes here instead.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    def __getattr__(self, name: str):
+        return getattr(sys.stderr, name)
+
+
+#: The stream every progress bar of the package writes to.
+CURRENT_STDERR = _CurrentStderr()
 
 
 def progress_bar(total: int, enabled: bool = True, label: str = "Predicting") -> progressbar.ProgressBar:
@@ -26,7 +52,7 @@ def progress_bar(total: int, enabled: bool = True, label: str = "Predicting") ->
         " ",
         progressbar.ETA(),
     ]
-    return progressbar.ProgressBar(max_value=total, widgets=widgets)
+    return progressbar.ProgressBar(max_value=total, widgets=widgets, fd=CURRENT_STDERR)
 
 
 def predict_in_batches(

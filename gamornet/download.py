@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from gamornet.batching import CURRENT_STDERR
 from gamornet.registry import CHECKPOINT_SUFFIXES, MANUAL_DOWNLOAD_HELP, MIRRORS, get_model_info
 
 __all__ = [
@@ -164,7 +165,7 @@ class _Sink:
             import progressbar
 
             self.bar = progressbar.DataTransferBar(
-                max_value=size or progressbar.UnknownLength, fd=sys.stderr, max_error=False
+                max_value=size or progressbar.UnknownLength, fd=CURRENT_STDERR, max_error=False
             )
             self.bar.start()
 

@@ -61,7 +61,6 @@ import functools
 import math
 import multiprocessing
 import os
-import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -72,6 +71,7 @@ import numpy as np
 import scipy.fft
 from scipy import special
 
+from gamornet.batching import CURRENT_STDERR
 from gamornet.network import CLASS_NAMES
 
 __all__ = [
@@ -550,7 +550,7 @@ def _run_tasks(config, seed, n, workers, chunk, progress, fits_dir=None) -> Iter
     """Yield rendered chunks (in completion order), with at most 2 * workers chunks in flight."""
     import progressbar
 
-    bar = progressbar.ProgressBar(max_value=n, fd=sys.stderr) if progress else None
+    bar = progressbar.ProgressBar(max_value=n, fd=CURRENT_STDERR) if progress else None
     done = 0
     starts = list(range(0, n, chunk))
     if workers == 1:
