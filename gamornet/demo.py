@@ -43,14 +43,14 @@ class DemoSettings:
     """
 
     survey: str = "CANDELS"
-    n_train: int = 5000
-    n_validation: int = 500
-    n_test: int = 1250
-    epochs: int = 10
+    n_train: int = 2000
+    n_validation: int = 250
+    n_test: int = 1000
+    epochs: int = 6
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 0.0002
-    policy: tuple = (0.7, 0.7)
+    policy: tuple = (0.85, 0.85)
     seed: int = 2020
     stretch: str = "max"
     disk_mag: tuple = (18.0, 23.0)
@@ -186,7 +186,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--survey", choices=("SDSS", "CANDELS"), default=d.survey,
                    help="image preset (default: %(default)s)")
     p.add_argument("-n", type=int, default=d.n_train, dest="n_train",
-                   help="training galaxies (default: %(default)s; held-out set: a quarter of it)")
+                   help="training galaxies (default: %(default)s; held-out set: half as many)")
     p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (default: %(default)s)")
     p.add_argument("--output", default="gamornet_demo", help="report folder (default: %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="simulation processes (default: all cores)")
@@ -198,7 +198,7 @@ def register_cli(subparsers) -> None:
 def _cli_main(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    n_test = max(1, args.n_train // 4)
+    n_test = max(1, args.n_train // 2)
     settings = replace(DemoSettings(), survey=args.survey, n_train=args.n_train, epochs=args.epochs,
                        n_test=n_test, n_validation=max(1, args.n_train // 8), seed=args.seed)
     run_demo(args.output, settings, workers=args.workers, verbose=0 if args.quiet else 1)
