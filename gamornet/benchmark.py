@@ -6,7 +6,8 @@ code); ``--quick`` for a short run, ``--json FILE`` to keep the figures.
 Everything is measured in one run on one machine, and every speed is also
 given as a ratio to its reference measured in the same run, so figures from
 a busy machine can still be judged.  Each figure is the median of repeated
-runs (``runs`` in the JSON holds them all).
+runs (``runs`` in the JSON holds them all); the inference speeds are taken in
+interleaved rounds, so a ratio compares runs made under the same load.
 
 What is measured, for each survey shape (SDSS 167x167x1, CANDELS 83x83x1):
 
@@ -23,12 +24,12 @@ What is measured, for each survey shape (SDSS 167x167x1, CANDELS 83x83x1):
   writing an ECSV table) on a directory of simulated FITS cutouts and on a
   ``.npy`` stack (ratio to the raw forward pass), with a breakdown of where
   the time goes (listing, validation, reading, forward, table);
-- training images/s of :func:`gamornet.keras_module.gamornet_train_keras` and
-  :func:`gamornet.tflearn_module.gamornet_train_tflearn` on the same
+- training images/s of :func:`gamornet.keras_module.gamornet_train_keras`
+  and :func:`gamornet.tflearn_module.gamornet_train_tflearn` on the same
   simulated images (batch 64, SGD with momentum 0.9, validation on 64
-  images every epoch): the time of a run of ``1 + k`` epochs minus that of a
-  run of 1 epoch, so model building, compilation and the warm-up epoch drop
-  out (ratio Keras / TFLearn);
+  images every epoch), each backend in a fresh process: the mean of ``k``
+  epochs after a warm-up epoch, with the CPU time per image (ratio Keras /
+  TFLearn);
 - the same network in PyTorch, built from :data:`gamornet.network.LAYERS`
   (:func:`build_torch_model`) with the Keras model's weights, in a
   subprocess: forward pass and training step (only if torch is installed);
@@ -47,8 +48,11 @@ JSON layout (``--json``): ``figures`` maps a group (``"common"``, ``"SDSS"``,
 ``runs``, ``reference`` and ``ratio`` (value / reference's value, see
 :data:`REFERENCES`), ``note`` and ``error`` (why there is no value).
 ``targets`` lists the checks of :data:`TARGETS` with ``status`` PASS, MISS
-or n/a; ``profiles`` holds the file-prediction breakdown; ``machine`` and
-``settings`` say where and how it ran.  Nothing is asserted.
+or n/a; ``profiles`` holds, per survey, the stages of file prediction
+(``files_fits``, ``files_npy``) and the CPU time per training image
+(``train_keras``, ``train_tflearn``), and the seconds of each part of the
+run (``section_seconds``); ``machine`` and ``settings`` say where and how it
+ran.  Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ __all__ = [
     "settings_for",
     "Figure",
     "machine_info",
+    "measure_prediction_memory",
     "build_torch_model",
     "run_benchmarks",
     "format_table",
@@ -258,7 +263,7 @@ def settings_for(mode: str = "full", surveys: str | None = None) -> Settings:
     if mode == "quick":
         return Settings(mode, chosen, repeats=3, forward_batches=per(2, 4), n_predict=per(128, 256),
                         n_files=per(128, 256), n_train=per(128, 256), train_epochs=2, train_repeats=1,
-                        torch_train_steps=per(2, 4), n_memory=per(64, 64), import_repeats=1, load_repeats=1)
+                        torch_train_steps=per(1, 2), n_memory=per(64, 64), import_repeats=1, load_repeats=1)
     return Settings(mode, chosen, repeats=1, forward_batches=per(1, 1), n_predict=per(64, 64), n_files=per(64, 64),
                     n_train=per(64, 64), train_epochs=1, train_repeats=1, torch_train_steps=per(1, 1),
                     n_memory=per(8, 8), import_repeats=1, load_repeats=1)
@@ -482,6 +487,38 @@ def _child_memory(payload: dict) -> dict:
                           batch_size=payload["batch_size"], progress=False, output=payload["output"],
                           overwrite=True)
     return {"images": len(table), "seconds": time.perf_counter() - start, "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_prediction_memory(inputs: str, model: str, input_shape, batch_size: int = BATCH_SIZE,
+                              output: str | None = None) -> dict:
+    """Peak resident memory of :func:`gamornet.batch_predict.predict_files`, run in a fresh subprocess.
+
+    Parameters
+    ----------
+    inputs : str
+        A directory of FITS files, a ``.npy`` stack, or anything else
+        ``predict_files`` accepts as one path.
+    model : str
+        Model file (``.keras``, ``.h5``) or published model name.
+    input_shape : str or tuple
+        ``"SDSS"``, ``"CANDELS"`` or ``(height, width, channels)``.
+    batch_size : int
+        Images per forward pass.
+    output : str, optional
+        Table to write (default: a temporary ``.ecsv``, removed afterwards).
+
+    Returns
+    -------
+    dict
+        ``peak_rss_mb`` (``ru_maxrss`` of the subprocess), ``images``,
+        ``seconds`` (the whole ``predict_files`` call, model load included).
+    """
+    from gamornet.utils import check_input_shape
+
+    with tempfile.TemporaryDirectory(prefix="gamornet-memory-") as tmp:
+        return _run_child("memory", {"inputs": os.fspath(inputs), "model": os.fspath(model),
+                                     "shape": list(check_input_shape(input_shape)), "batch_size": int(batch_size),
+                                     "output": output or os.path.join(tmp, "table.ecsv")})
 
 
 # --------------------------------------------------------------------------- PyTorch
@@ -911,7 +948,7 @@ def _child_train(payload: dict) -> dict:
     vx, vy = x[:BATCH_SIZE].copy(), y[:BATCH_SIZE].copy()
     shape, k = tuple(payload["shape"]), int(payload["epochs"])
     common = dict(files_save_path=os.devnull, batch_size=BATCH_SIZE, lr=1e-4, momentum=0.9, save_model=False)
-    seconds: list[float] = []
+    seconds: list[tuple[float, float, float]] = []  # (wall, CPU, system CPU) of each epoch
     if payload["backend"] == "keras":
         import keras
 
@@ -919,10 +956,10 @@ def _child_train(payload: dict) -> dict:
 
         class Timer(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
+                self.start = _clocks()
 
             def on_epoch_end(self, epoch, logs=None):
-                seconds.append(time.perf_counter() - self.start)
+                seconds.append(_since(self.start))
 
         gamornet_train_keras(x, y, vx, vy, shape, epochs=1 + k, verbose=0, seed=0, callbacks=[Timer()], **common)
     else:
@@ -933,18 +970,30 @@ def _child_train(payload: dict) -> dict:
 
         class TFLearnTimer(tflearn.callbacks.Callback):
             def on_epoch_begin(self, training_state):
-                self.start = time.perf_counter()
+                self.start = _clocks()
 
             def on_epoch_end(self, training_state):
-                seconds.append(time.perf_counter() - self.start)
+                seconds.append(_since(self.start))
 
         with _quiet():
-            start = time.perf_counter()
+            start = _clocks()
             dnn = gamornet_train_tflearn(x, y, vx, vy, shape, epochs=1, show_metric=False, **common)
-            seconds.append(time.perf_counter() - start)  # warm-up, dropped
+            seconds.append(_since(start))  # warm-up, dropped
             dnn.fit(x, y, n_epoch=k, validation_set=(vx, vy), show_metric=False, batch_size=BATCH_SIZE,
                     shuffle=True, snapshot_epoch=True, run_id="gamornet", callbacks=[TFLearnTimer()])
-    return {"epoch_seconds": seconds, "images": len(x)}
+    return {"epoch_seconds": [t[0] for t in seconds], "epoch_cpu_seconds": [t[1] for t in seconds],
+            "epoch_system_seconds": [t[2] for t in seconds], "images": len(x)}
+
+
+def _clocks() -> tuple[float, float, float]:
+    """Wall time, CPU time (user + system, all threads) and system CPU time of this process."""
+    t = os.times()
+    return time.perf_counter(), t.user + t.system, t.system
+
+
+def _since(start: tuple[float, float, float]) -> tuple[float, float, float]:
+    now = _clocks()
+    return now[0] - start[0], now[1] - start[1], now[2] - start[2]
 
 
 def _training_sections(ws: _Workspace, settings: Settings, results: _Results) -> None:
@@ -958,15 +1007,23 @@ def _training_sections(ws: _Workspace, settings: Settings, results: _Results) ->
     note = (f"{n} images per epoch, batch 64, SGD momentum 0.9, 64 validation images; the mean of {k} epochs after "
             "a warm-up epoch, each backend in a fresh process")
     rates: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for _ in range(settings.train_repeats):
         for name in names:
             with _section(results, survey, [name], name):
                 out = _run_child("train", {"backend": name.split("_")[1], "x": x_path, "y": y_path,
                                            "shape": list(ws.shape), "epochs": k})
-                rates[name].append(k * out["images"] / sum(out["epoch_seconds"][1:]))
+                images = k * out["images"]
+                rates[name].append(images / sum(out["epoch_seconds"][1:]))
+                cpu[name].append((1e3 * sum(out["epoch_cpu_seconds"][1:]) / images,
+                                  1e3 * sum(out["epoch_system_seconds"][1:]) / images))
     for name in names:
         if rates[name]:
-            results.add(survey, name, rates[name], note=note)
+            per_image = {"cpu_ms_per_image": statistics.median(c for c, _ in cpu[name]),
+                         "system_ms_per_image": statistics.median(s for _, s in cpu[name])}
+            results.profiles.setdefault(survey, {})[name.replace("_images_per_s", "")] = per_image
+            results.add(survey, name, rates[name], note=f"{note}; CPU {per_image['cpu_ms_per_image']:.1f} ms/image "
+                                                        f"(system {per_image['system_ms_per_image']:.1f})")
 
 
 def _bf16_labels(ws: _Workspace, results: _Results) -> None:
@@ -1022,9 +1079,7 @@ def _memory_sections(ws: _Workspace, settings: Settings, results: _Results) -> N
         n = settings.n_memory[ws.survey]
         for name, count in zip(names, (n, 10 * n)):
             directory = _link_files(ws.fits_files, os.path.join(ws.directory, f"memory_{count}"), count)
-            out = _run_child("memory", {"inputs": directory, "model": ws.keras_path, "shape": list(ws.shape),
-                                        "batch_size": BATCH_SIZE,
-                                        "output": os.path.join(ws.directory, f"memory_{count}.ecsv")})
+            out = measure_prediction_memory(directory, ws.keras_path, ws.shape)
             results.add(ws.survey, name, [out["peak_rss_mb"]],
                         note=f"{count} FITS files, predict_files in a fresh process "
                              f"({out['images'] / out['seconds']:.0f} img/s including load), ru_maxrss")
@@ -1062,9 +1117,11 @@ def _matmul(settings: Settings, results: _Results) -> None:
         a = tf.random.normal((MATMUL_SIZE, MATMUL_SIZE), seed=1)
         b = tf.random.normal((MATMUL_SIZE, MATMUL_SIZE), seed=2)
         product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-        calls = 3 if settings.mode != "tiny" else 1
-        times = _timed(lambda: [product().numpy() for _ in range(calls)], max(settings.repeats, 3), warmup=1)
-        results.add("common", "matmul_gflops", [calls * 2 * MATMUL_SIZE**3 / t / 1e9 for t in times])
+        product().numpy()  # trace
+        calls = max(1, min(5, round(0.5 / _timed(lambda: product().numpy(), 1)[0])))  # about 0.5 s per repeat
+        times = _timed(lambda: [product().numpy() for _ in range(calls)], max(settings.repeats, 3))
+        results.add("common", "matmul_gflops", [calls * 2 * MATMUL_SIZE**3 / t / 1e9 for t in times],
+                    note=f"{calls} product(s) per timed repeat")
 
 
 def _imports(settings: Settings, results: _Results) -> None:
@@ -1190,6 +1247,10 @@ def format_table(report: dict) -> str:
         if survey == "section_seconds":
             continue
         for kind, stages in profiles.items():
+            if kind.startswith("train_"):
+                lines.append(f"profile {survey} {kind}: CPU time {stages['cpu_ms_per_image']:.1f} ms per image, "
+                             f"of which system (kernel) {stages['system_ms_per_image']:.1f} ms")
+                continue
             parts = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in stages.items() if k.endswith("_s") and v is not None)
             lines.append(f"profile {survey} {kind} ({stages.get('images')} images, seconds, stages run one after "
                          f"the other): {parts}")

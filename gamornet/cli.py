@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gamornet.models_cli",
     "gamornet.convert",
     "gamornet.train_cli",
+    "gamornet.bench_cli",
 )
 
 
