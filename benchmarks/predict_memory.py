@@ -1,7 +1,7 @@
 """Peak memory and speed of file prediction (:func:`gamornet.predict_files`) at N and 10N images.
 
 Each run is a fresh subprocess (:func:`gamornet.benchmark.measure_prediction_memory`)
-whose peak resident memory is ``ru_maxrss``.  Peak memory should hardly grow
+whose peak resident memory is its ``VmHWM``.  Peak memory should hardly grow
 from N to 10N: images are read batch by batch and only the ids and the
 table grow.  ``python -m benchmarks`` measures the same (FITS files, as
 ``memory_n_peak_rss_mb`` / ``memory_10n_peak_rss_mb``) among its other

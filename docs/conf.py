@@ -3,8 +3,9 @@
 Build with ``sphinx-build -W --keep-going -b html docs docs/_build/html``.
 The API pages come from the docstrings (autodoc + napoleon, numpy style), the
 command-line reference from :func:`gamornet.cli.build_parser` and the
-tutorials from the notebooks in ``tutorials/`` (see ``docs/_ext``); nothing is
-executed but imports.
+tutorials from the notebooks in ``tutorials/``, which the build executes (small
+sizes by default, a few minutes; see ``docs/_ext/gamornet_docs.py``) so that
+their pages show the figures.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ What is measured, for each survey shape (SDSS 167x167x1, CANDELS 83x83x1):
 - the same network in PyTorch, built from :data:`gamornet.network.LAYERS`
   (:func:`build_torch_model`) with the Keras model's weights, in a
   subprocess: forward pass and training step (only if torch is installed);
-- peak resident memory (``ru_maxrss``) of ``predict_files`` on N and 10N
+- peak resident memory (``VmHWM``) of ``predict_files`` on N and 10N
   FITS files, each in a fresh subprocess, and the import time of
   ``gamornet``, ``gamornet.keras_module``, ``gamornet.tflearn_module`` and
   ``gamornet.batch_predict``, each in fresh subprocesses;
@@ -475,7 +475,16 @@ def _import_seconds(module: str) -> float:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    """Peak resident memory of this process's own address space (MB).
+
+    ``VmHWM`` where ``/proc`` has it: a child's ``ru_maxrss`` also counts the
+    memory of the parent it was started from.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux, bytes on macOS
 
 
 def _child_memory(payload: dict) -> dict:
@@ -510,7 +519,7 @@ def measure_prediction_memory(inputs: str, model: str, input_shape, batch_size: 
     Returns
     -------
     dict
-        ``peak_rss_mb`` (``ru_maxrss`` of the subprocess), ``images``,
+        ``peak_rss_mb`` (``VmHWM`` of the subprocess), ``images``,
         ``seconds`` (the whole ``predict_files`` call, model load included).
     """
     from gamornet.utils import check_input_shape
@@ -1082,7 +1091,7 @@ def _memory_sections(ws: _Workspace, settings: Settings, results: _Results) -> N
             out = measure_prediction_memory(directory, ws.keras_path, ws.shape)
             results.add(ws.survey, name, [out["peak_rss_mb"]],
                         note=f"{count} FITS files, predict_files in a fresh process "
-                             f"({out['images'] / out['seconds']:.0f} img/s including load), ru_maxrss")
+                             f"({out['images'] / out['seconds']:.0f} img/s including load), VmHWM")
             shutil.rmtree(directory, ignore_errors=True)
 
 

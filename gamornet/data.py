@@ -6,11 +6,15 @@ while the model computes, so memory stays bounded by a few batches whatever
 the size of the data:
 
 - :class:`ArraySource`: images indexable by row (an in-memory array or a
-  ``numpy.memmap``) with one-hot labels.  In-memory arrays are shuffled with
-  a full permutation; memory-mapped stacks by permuting batch-sized blocks of
-  rows (each read as one slice) and shuffling rows inside windows of
-  :data:`SHUFFLE_WINDOW` blocks.  :func:`open_training_data` opens a
-  ``gamornet simulate`` folder or a ``.npy`` stack with a catalog.
+  ``numpy.memmap``) with one-hot labels.  In-memory arrays up to
+  :data:`TENSOR_LIMIT_BYTES` are copied once into TensorFlow and batched by
+  ``tf.data`` alone (a full permutation per epoch drawn from ``(seed,
+  epoch)``, rows gathered in TensorFlow, no Python per batch), as Keras' own
+  ``fit`` copies arrays.  Memory-mapped stacks (and larger arrays) are read
+  by a Python generator: batch-sized blocks of rows (each read as one slice)
+  in permuted order, rows shuffled inside windows of :data:`SHUFFLE_WINDOW`
+  blocks.  :func:`open_training_data` opens a ``gamornet simulate`` folder or
+  a ``.npy`` stack with a catalog.
 - :class:`DatasetSource`: a ``tf.data.Dataset`` yielding ``(images, onehot)``
   elements or batches; its order is the dataset's own.
 - :class:`SimulatedSource`: new simulated galaxies every epoch
@@ -40,6 +44,7 @@ __all__ = [
     "AUGMENTATIONS",
     "PREFETCH",
     "SHUFFLE_WINDOW",
+    "TENSOR_LIMIT_BYTES",
     "Source",
     "ArraySource",
     "DatasetSource",
@@ -56,6 +61,9 @@ __all__ = [
 PREFETCH = 2
 #: Blocks of ``batch_size`` rows shuffled together when reading a memory-mapped stack.
 SHUFFLE_WINDOW = 8
+#: In-memory image arrays up to this size (bytes, as float32) are copied into
+#: TensorFlow and batched there; larger ones are read batch by batch from Python.
+TENSOR_LIMIT_BYTES = 2 * 1024**3
 #: Augmentations: ``flips`` draws one of the 8 right-angle rotations / flips (the
 #: dihedral group; only the 4 flips for non-square images), ``rotate`` a uniform
 #: angle in [0, 360) degrees about the image centre (bilinear, edges reflected).
@@ -239,6 +247,7 @@ class ArraySource(Source):
         self.indices = np.arange(images.shape[0]) if indices is None else np.sort(np.asarray(indices, np.int64))
         self.image_shape = tuple(int(v) for v in images.shape[1:])
         self.memmapped = isinstance(images, np.memmap)
+        self._copies: dict = {}  # the TensorFlow copy of images and labels, shared with split() parts
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -251,8 +260,11 @@ class ArraySource(Source):
             raise ValueError(f"`validation_fraction` must be in (0, 1) and leave images on both sides of the split "
                              f"({n} images). Received: validation_fraction={fraction!r}")
         perm = np.random.default_rng(seed).permutation(self.indices)
-        return (ArraySource(self.images, self.labels, perm[n_val:], self.name),
-                ArraySource(self.images, self.labels, perm[:n_val], self.name.replace("training", "validation")))
+        parts = (ArraySource(self.images, self.labels, perm[n_val:], self.name),
+                 ArraySource(self.images, self.labels, perm[:n_val], self.name.replace("training", "validation")))
+        for part in parts:
+            part._copies = self._copies
+        return parts
 
     def _read(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         contiguous = rows.size and rows[-1] - rows[0] + 1 == rows.size
@@ -265,7 +277,12 @@ class ArraySource(Source):
 
     def epoch_batches(self, batch_size: int, epoch: int = 0, seed: int = 0,
                       shuffle: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One epoch of ``(images, labels)`` batches; the order depends only on ``(seed, epoch)``."""
+        """One epoch of ``(images, labels)`` batches read from Python; the order depends only on ``(seed, epoch)``.
+
+        This is the reader of memory-mapped stacks and of arrays larger than
+        :data:`TENSOR_LIMIT_BYTES`; smaller in-memory arrays are batched by
+        :meth:`training_dataset` in TensorFlow (:meth:`epoch_rows`).
+        """
         idx = self.indices
         blocks = [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
         if not shuffle:
@@ -287,9 +304,40 @@ class ArraySource(Source):
             for s in range(0, len(x), batch_size):
                 yield x[s : s + batch_size], y[s : s + batch_size]
 
+    def in_tensorflow(self) -> bool:
+        """Whether batches are gathered by ``tf.data`` from a copy of the images held in TensorFlow."""
+        n_pixels = int(np.prod(self.images.shape, dtype=np.int64))
+        return not self.memmapped and 4 * n_pixels <= TENSOR_LIMIT_BYTES
+
+    def _tensors(self):
+        """``(images, labels)`` as tensors, converted once for all parts of a :meth:`split`."""
+        if not self._copies:
+            tf = _tf()
+            self._copies["images"] = tf.convert_to_tensor(np.asarray(self.images, np.float32))
+            self._copies["labels"] = tf.convert_to_tensor(self.labels, tf.float32)
+        return self._copies["images"], self._copies["labels"]
+
+    def epoch_rows(self, epoch, seed: int = 0):
+        """Rows of epoch ``epoch`` in training order (an int64 tensor): a permutation drawn from ``(seed, epoch)``."""
+        tf = _tf()
+        rows = tf.convert_to_tensor(self.indices, tf.int64)
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+        return tf.gather(rows, tf.argsort(tf.random.stateless_uniform(tf.shape(rows), key)))
+
+    def _gathered(self, row_batches):
+        """Map a dataset of row batches to ``(images, labels)`` batches gathered in TensorFlow."""
+        tf = _tf()
+        images, labels = self._tensors()  # converted here, eagerly: captured by reference, not as constants
+        return row_batches.map(lambda rows: (tf.gather(images, rows), tf.gather(labels, rows)),
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
     def training_dataset(self, batch_size, initial_epoch=0, seed=0, augment=(), steps_per_epoch=None):
         tf = _tf()
         steps = math.ceil(len(self) / batch_size)
+        if self.in_tensorflow():
+            rows = tf.data.Dataset.counter(initial_epoch).flat_map(
+                lambda epoch: tf.data.Dataset.from_tensor_slices(self.epoch_rows(epoch, seed)).batch(batch_size))
+            return _finish(self._gathered(rows), augment, seed, initial_epoch * steps), steps
 
         def forever():
             epoch = initial_epoch
@@ -302,9 +350,13 @@ class ArraySource(Source):
 
     def validation_dataset(self, batch_size):
         tf = _tf()
-        ds = tf.data.Dataset.from_generator(lambda: self.epoch_batches(batch_size, shuffle=False),
-                                            output_signature=_signature(self.image_shape))
-        return ds.apply(tf.data.experimental.assert_cardinality(math.ceil(len(self) / batch_size))).prefetch(PREFETCH)
+        n_batches = math.ceil(len(self) / batch_size)
+        if self.in_tensorflow():
+            ds = self._gathered(tf.data.Dataset.from_tensor_slices(self.indices).batch(batch_size))
+        else:
+            ds = tf.data.Dataset.from_generator(lambda: self.epoch_batches(batch_size, shuffle=False),
+                                                output_signature=_signature(self.image_shape))
+        return ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(PREFETCH)
 
 
 class DatasetSource(Source):

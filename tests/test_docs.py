@@ -1,11 +1,17 @@
 """The documentation: the Sphinx build, the tutorial notebooks and every code example.
 
-- ``test_docs_build``: ``sphinx-build -W`` (any warning fails) into a temporary
-  folder, then checks that the main pages exist and say what they should.
-- ``test_notebook``: runs each notebook of ``tutorials/`` with nbclient in a
-  fresh kernel of the current interpreter (a kernel spec written to a temporary
+- ``built_docs`` (one per test session): ``sphinx-build -W`` (any warning
+  fails) into a temporary folder.  The build executes the three notebooks of
+  ``tutorials/`` (``docs/_ext/gamornet_docs.py``) in fresh kernels of the
+  current interpreter (a ``python3`` kernel spec written to a temporary
   ``JUPYTER_PATH``), small and offline (``GAMORNET_TUTORIAL_SMALL=1``,
-  ``GAMORNET_OFFLINE=1``), and requires no error and some PNG figures.
+  ``GAMORNET_OFFLINE=1``, an empty ``GAMORNET_HOME``), and renders their
+  outputs.
+- ``test_docs_build``: the build succeeded; the main pages exist and say what
+  they should; every tutorial page shows its figures.
+- ``test_notebook``: the executed copy of each notebook (kept by the build)
+  has no error and at least three PNG figures; the stored notebook has no
+  outputs.
 - ``test_python_examples``: runs every ``python`` code block of ``README.md``
   and ``docs/*.rst``, the blocks of one file in order in one namespace, which
   starts with :func:`example_namespace` (``img_array`` and friends).  Published
@@ -23,6 +29,7 @@ ipykernel) and are skipped without them.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -86,14 +93,46 @@ def _text(html: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-@pytest.mark.slow
-def test_docs_build(tmp_path):
-    _require(*_sphinx_tools)
-    out = tmp_path / "html"
+def _kernel_spec(root: Path) -> Path:
+    """A ``python3`` kernel spec running ipykernel on this interpreter, in ``root``; returns the JUPYTER_PATH."""
+    spec_dir = root / "kernels" / "python3"
+    spec_dir.mkdir(parents=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python ({sys.executable})", "language": "python"}
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_docs(tmp_path_factory):
+    """One ``sphinx-build -W`` of the docs, notebooks executed small and offline: (result, html, doctrees)."""
+    _require(*_sphinx_tools, *_notebook_tools)
+    root = tmp_path_factory.mktemp("docs")
+    out, doctrees = root / "html", root / "doctrees"
+    env = _env(
+        GAMORNET_TUTORIAL_SMALL="1",
+        GAMORNET_OFFLINE="1",
+        GAMORNET_HOME=str(root / "cache"),  # empty: the notebooks must manage without published models
+        JUPYTER_PATH=str(_kernel_spec(root / "jupyter")),
+        IPYTHONDIR=str(root / "ipython"),
+        JUPYTER_PLATFORM_DIRS="1",
+    )
+    for key in ("GAMORNET_MODELS_URL", "GAMORNET_DOCS_EXECUTED_NOTEBOOKS", "GAMORNET_DOCS_EXECUTE", "MPLBACKEND"):
+        env.pop(key, None)
     cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out),
-           "-d", str(tmp_path / "doctrees")]
-    result = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"sphinx-build failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+           "-d", str(doctrees)]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
+    return result, out, doctrees
+
+
+def _build_log(result) -> str:
+    return f"sphinx-build failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+
+
+@pytest.mark.slow
+def test_docs_build(built_docs):
+    result, out, _ = built_docs
+    assert result.returncode == 0, _build_log(result)
 
     for page, needles in EXPECTED_PAGES.items():
         path = out / page
@@ -109,6 +148,13 @@ def test_docs_build(tmp_path):
     assert subcommands and all(f"gamornet {name}" in cli_text for name in subcommands)
     assert {p.name for p in (out / "_images").glob("montage_*.png")} == {"montage_sdss.png", "montage_candels.png"}
     assert len(list((out / "_downloads").rglob("*.ipynb"))) == len(NOTEBOOKS) == 3
+
+    for page in ("predictions", "training", "transfer_learning"):
+        html = (out / "tutorials" / f"{page}.html").read_text(encoding="utf-8")
+        figures = re.findall(r'<img class="notebook-output" src="data:image/png;base64,([A-Za-z0-9+/=]{100,})"', html)
+        assert len(figures) >= 3, f"tutorials/{page}.html shows {len(figures)} figures"
+        assert all(base64.b64decode(f)[:8] == b"\x89PNG\r\n\x1a\n" for f in figures)
+        assert "GAMORNET_TUTORIAL_SMALL=1" in _text(html)  # the page says its outputs are from the small run
 
 
 def _docs_extension():
@@ -158,59 +204,24 @@ def test_citation_files_agree():
 # --------------------------------------------------------------------------- notebooks
 
 
-@pytest.fixture(scope="module")
-def jupyter_kernel(tmp_path_factory) -> tuple[str, Path]:
-    """A kernel spec running ipykernel on this interpreter, in a folder of its own; returns (name, JUPYTER_PATH)."""
-    root = tmp_path_factory.mktemp("jupyter")
-    name = "gamornet-docs-test"
-    spec_dir = root / "kernels" / name
-    spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": f"Python ({sys.executable})", "language": "python"}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec))
-    return name, root
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook(notebook, tmp_path, monkeypatch, jupyter_kernel):
+def test_notebook(notebook, built_docs):
     _require(*_notebook_tools)
     import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
-    kernel_name, jupyter_path = jupyter_kernel
-    env = _env(
-        GAMORNET_TUTORIAL_SMALL="1",
-        GAMORNET_OFFLINE="1",
-        GAMORNET_HOME=str(tmp_path / "cache"),  # empty: the notebooks must manage without published models
-        GAMORNET_TUTORIAL_DIR=str(tmp_path / "work"),
-        MPLBACKEND="module://matplotlib_inline.backend_inline",
-        JUPYTER_PATH=str(jupyter_path),
-        IPYTHONDIR=str(tmp_path / "ipython"),
-        JUPYTER_PLATFORM_DIRS="1",
-    )
-    env.pop("GAMORNET_MODELS_URL", None)
-    for key in set(os.environ) | set(env):
-        if key in env:
-            monkeypatch.setenv(key, env[key])
-        else:
-            monkeypatch.delenv(key)
-
-    nb = nbformat.read(notebook, as_version=4)
-    assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), \
+    stored = nbformat.read(notebook, as_version=4)
+    assert all(not cell.get("outputs") for cell in stored.cells if cell.cell_type == "code"), \
         f"{notebook.name} must be stored without outputs"
-    client = NotebookClient(nb, kernel_name=kernel_name, timeout=600, resources={"metadata": {"path": str(tmp_path)}})
-    try:
-        client.execute()
-    except CellExecutionError as exc:
-        pytest.fail(f"{notebook.name} failed:\n{str(exc)[-4000:]}")
-    finally:
-        nbformat.write(nb, tmp_path / notebook.name)  # the executed copy, for inspection
+    result, _, doctrees = built_docs
+    copies = sorted((doctrees / "executed_notebooks").glob(f"{notebook.stem}-*.ipynb"))
+    assert copies, f"{notebook.name} was not executed by the docs build.\n{_build_log(result)}"
+    nb = nbformat.read(copies[0], as_version=4)
 
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
     errors = [out for out in outputs if out.get("output_type") == "error"]
     assert not errors, f"{notebook.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    assert all(cell.get("execution_count") for cell in nb.cells if cell.cell_type == "code" and cell.source.strip())
     pngs = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(pngs) >= 3, f"{notebook.name} shows {len(pngs)} PNG figures"
 

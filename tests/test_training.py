@@ -106,24 +106,37 @@ def test_simulated_source_trains_on_new_galaxies_every_epoch(tmp_path):
     assert len(loss) == 4 and loss[-1] < loss[0], loss
 
 
-def test_array_batches_cover_every_row_once_per_epoch(tmp_path):
+@pytest.mark.parametrize("reader", ["tensorflow", "python"])
+def test_array_batches_cover_every_row_once_per_epoch(tmp_path, monkeypatch, reader):
+    if reader == "python":
+        monkeypatch.setattr(data, "TENSOR_LIMIT_BYTES", 0)  # in-memory arrays read by the Python generator too
     x = np.arange(37, dtype=np.float32).reshape(37, 1, 1, 1) * np.ones((1, 2, 2, 1), np.float32)
     y = np.eye(3, dtype=np.float32)[np.arange(37) % 3]
     np.save(tmp_path / "x.npy", x)
     for images in (x, np.load(tmp_path / "x.npy", mmap_mode="r")):
         source = data.ArraySource(images, y)
+        assert source.in_tensorflow() == (reader == "tensorflow" and images is x)
+        ds, steps = source.training_dataset(5, seed=3)
+        resumed, _ = source.training_dataset(5, initial_epoch=1, seed=3)
+        epochs = [list(ds.take(2 * steps))[e * steps : (e + 1) * steps] for e in (0, 1)]
+        epochs.append(list(resumed.take(steps)))
         orders = []
-        for epoch in (0, 1, 1):
-            batches = list(source.epoch_batches(5, epoch=epoch, seed=3))
-            assert len(batches) == 8 and max(len(b[0]) for b in batches) == 5
-            rows = np.concatenate([b[0][:, 0, 0, 0] for b in batches]).astype(int)
-            labels = np.concatenate([b[1] for b in batches])
+        for batches in epochs:
+            assert steps == len(batches) == 8 and max(len(b[0]) for b in batches) == 5
+            rows = np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in batches]).astype(int)
+            labels = np.concatenate([b[1].numpy() for b in batches])
             assert sorted(rows) == list(range(37))
             np.testing.assert_array_equal(labels, y[rows])  # labels follow their images
             orders.append(rows)
         assert not np.array_equal(orders[0], orders[1]) and np.array_equal(orders[1], orders[2])
+        val = np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in source.validation_dataset(5)]).astype(int)
+        assert val.tolist() == list(range(37))  # validation: every row once, in order
     train, val = data.ArraySource(x, y).split(0.25, seed=0)
     assert len(train) + len(val) == 37 and not set(train.indices) & set(val.indices)
+    seen = np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in val.validation_dataset(4)]).astype(int)
+    assert sorted(seen) == sorted(val.indices.tolist())
+    first = np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in train.training_dataset(4)[0].take(7)]).astype(int)
+    assert sorted(first) == sorted(train.indices.tolist())
 
 
 def test_memmap_is_checked_on_header_and_sample_before_anything_is_written(tmp_path, blobs):

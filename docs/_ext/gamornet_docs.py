@@ -6,11 +6,18 @@
 ``.. gamornet-notebook:: PATH``
     A Jupyter notebook (path relative to the repository root) rendered as
     reStructuredText: markdown cells converted by a small converter for the
-    subset of markdown the tutorials use, code cells as Python code blocks and,
-    when the notebook holds them, the outputs.  Notebooks are never executed
-    here: the stored notebooks have no outputs, so the pages show code only,
-    unless ``GAMORNET_DOCS_EXECUTED_NOTEBOOKS`` names a folder holding executed
-    copies (same file names), which are then rendered instead.
+    subset of markdown the tutorials use, code cells as Python code blocks,
+    then their outputs (text and figures).  The stored notebooks hold no
+    outputs, so the build executes each one (:func:`execute_notebook`, with
+    nbclient) and renders the executed copy, which it keeps in the doctree
+    folder under a key of the notebook, the package sources and the
+    settings, so an unchanged notebook is not run again.  By default the
+    kernel runs with ``GAMORNET_TUTORIAL_SMALL=1`` (tiny sizes, a few minutes
+    for the three tutorials on a CPU); set ``GAMORNET_TUTORIAL_SMALL=0`` in the
+    environment of ``sphinx-build`` for the full sizes.  A failing cell is a
+    build warning (an error with ``-W``).  ``GAMORNET_DOCS_EXECUTED_NOTEBOOKS``
+    may name a folder of executed copies (same file names) to render instead;
+    ``GAMORNET_DOCS_EXECUTE=0`` renders code only.
 ``.. gamornet-automodule:: MODULE``
     A section titled with the module name followed by ``automodule`` with
     ``:members:``; modules not (yet) present in the package are skipped, so a
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import importlib.util
 import json
 import os
@@ -167,6 +175,105 @@ def notebook_to_rst(notebook: dict, after_title: list[str] | None = None) -> lis
     return out
 
 
+#: Kernel environment the docs build sets unless the environment already has these variables.
+NOTEBOOK_ENV_DEFAULTS = {"GAMORNET_TUTORIAL_SMALL": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def notebook_environment() -> dict[str, str]:
+    """The settings (a subset of the environment) a notebook is executed with: part of its cache key."""
+    env = {key: os.environ.get(key, value) for key, value in NOTEBOOK_ENV_DEFAULTS.items()}
+    for key in ("GAMORNET_OFFLINE", "GAMORNET_MODELS_URL", "GAMORNET_HOME"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def _package_digest(root: Path) -> str:
+    """SHA-256 of the package's Python sources, so that executed copies follow changes of the code."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "gamornet").rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def execute_notebook(source: Path, target: Path, env: dict[str, str] | None = None, timeout: float = 1800,
+                     kernel_name: str = "python3") -> tuple[dict, str | None]:
+    """Execute a notebook in a fresh kernel and write the executed copy to ``target``.
+
+    The kernel runs in a temporary working folder (also its
+    ``GAMORNET_TUTORIAL_DIR``) with the current environment updated by
+    ``env``.  The copy is written under a temporary name and renamed, also
+    after a failure (up to the failing cell), so that it can be inspected.
+
+    Returns
+    -------
+    (notebook, error)
+        The executed notebook (as :func:`json.load` gives it) and None, or
+        the error text of the first failing cell.
+    """
+    import tempfile
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(str(source), as_version=4)
+    error = None
+    with tempfile.TemporaryDirectory(prefix="gamornet-notebook-") as work:
+        kernel_env = {**os.environ, "GAMORNET_TUTORIAL_DIR": work, **(env or {})}
+        client = NotebookClient(nb, kernel_name=kernel_name, timeout=timeout,
+                                resources={"metadata": {"path": work}})
+        try:
+            client.execute(env=kernel_env, cwd=work)
+        except CellExecutionError as exc:
+            error = str(exc)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    nbformat.write(nb, str(partial))
+    os.replace(partial, target)
+    with open(target, encoding="utf-8") as f:
+        return json.load(f), error
+
+
+def _executed_copy(env, path: Path) -> tuple[Path | None, str | None]:
+    """The executed copy of a notebook (made now if needed), or (None, None) when notebooks are not executed."""
+    config = env.config
+    given = config.gamornet_executed_notebooks
+    if given:
+        copy = Path(given) / path.name
+        return (copy, None) if copy.is_file() else (None, None)
+    if not config.gamornet_execute_notebooks:
+        return None, None
+    settings = notebook_environment()
+    key = hashlib.sha256(path.read_bytes())
+    key.update(_package_digest(Path(config.gamornet_repository_root)).encode())
+    key.update(json.dumps(settings, sort_keys=True).encode())
+    copy = Path(env.doctreedir) / "executed_notebooks" / f"{path.stem}-{key.hexdigest()[:16]}.ipynb"
+    if copy.is_file():
+        return copy, None
+    logger.info(f"gamornet-notebook: executing {path.name} ({', '.join(f'{k}={v}' for k, v in settings.items())})")
+    _, error = execute_notebook(path, copy.with_name(copy.stem + "-run.ipynb"), settings)
+    if error is not None:
+        return copy.with_name(copy.stem + "-run.ipynb"), error
+    os.replace(copy.with_name(copy.stem + "-run.ipynb"), copy)
+    return copy, None
+
+
+def _small_run_note(settings: dict[str, str]) -> list[str]:
+    if not _truthy(settings.get("GAMORNET_TUTORIAL_SMALL", "0")):
+        return []
+    return [".. note::", "",
+            "   The outputs on this page come from running the notebook with ``GAMORNET_TUTORIAL_SMALL=1``:",
+            "   tiny sizes that check every step in a few minutes but train nothing useful, so the figures",
+            "   show what each step produces, not a good classifier.  Run the notebook as it is for the",
+            "   real sizes.", ""]
+
+
 class NotebookDirective(Directive):
     """``.. gamornet-notebook:: tutorials/NAME.ipynb`` (path relative to the repository root)."""
 
@@ -177,15 +284,18 @@ class NotebookDirective(Directive):
         env = self.state.document.settings.env
         root = Path(env.config.gamornet_repository_root)
         path = (root / self.arguments[0]).resolve()
-        executed = env.config.gamornet_executed_notebooks
-        if executed and (Path(executed) / path.name).is_file():
-            path = (Path(executed) / path.name).resolve()
         env.note_dependency(str(path))
-        with open(path, encoding="utf-8") as f:
+        copy, error = _executed_copy(env, path)
+        if error is not None:
+            logger.warning(f"gamornet-notebook: {path.name} failed (partial copy {copy}):\n{error[-3000:]}",
+                           location=(env.docname, self.lineno))
+        with open(copy or path, encoding="utf-8") as f:
             notebook = json.load(f)
         source_dir = Path(self.state.document.current_source).parent
         link = os.path.relpath(path, source_dir).replace(os.sep, "/")
-        after_title = [f":download:`Download this notebook ({path.name}) <{link}>`"]
+        after_title = [f":download:`Download this notebook ({path.name}) <{link}>`", ""]
+        if copy is not None and not env.config.gamornet_executed_notebooks:
+            after_title += _small_run_note(notebook_environment())
         lines = notebook_to_rst(notebook, after_title)
         self.state_machine.insert_input(lines, str(path))
         return []
@@ -277,6 +387,7 @@ class AutomoduleDirective(Directive):
 def setup(app):
     app.add_config_value("gamornet_repository_root", str(Path(__file__).resolve().parents[2]), "env")
     app.add_config_value("gamornet_executed_notebooks", os.environ.get("GAMORNET_DOCS_EXECUTED_NOTEBOOKS", ""), "env")
+    app.add_config_value("gamornet_execute_notebooks", _truthy(os.environ.get("GAMORNET_DOCS_EXECUTE", "1")), "env")
     app.add_directive("gamornet-cli", CliDirective)
     app.add_directive("gamornet-notebook", NotebookDirective)
     app.add_directive("gamornet-automodule", AutomoduleDirective)
