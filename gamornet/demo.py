@@ -46,7 +46,7 @@ class DemoSettings:
     n_train: int = 2000
     n_validation: int = 250
     n_test: int = 1000
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 0.0002
