@@ -108,7 +108,7 @@ __all__ = [
 
 #: Input shapes of the two surveys.
 SURVEYS: dict[str, tuple[int, int, int]] = {"SDSS": (167, 167, 1), "CANDELS": (83, 83, 1)}
-#: Benchmark sizes: ``full`` (both surveys), ``quick`` (CANDELS, under 3 minutes on 2 cores), ``tiny`` (tests).
+#: Benchmark sizes: ``full`` (both surveys), ``quick`` (CANDELS, under 3 minutes on 2 cores), ``tiny`` (smoke run).
 MODES: tuple[str, ...] = ("full", "quick", "tiny")
 #: Modules whose import time is measured, each in fresh subprocesses.
 IMPORT_MODULES: tuple[str, ...] = ("gamornet", "gamornet.keras_module", "gamornet.tflearn_module",
