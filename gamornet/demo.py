@@ -114,7 +114,8 @@ def run_demo(output: str = "gamornet_demo", settings: DemoSettings | None = None
     preprocessing = {"stretch": settings.stretch}
     gamornet_train_keras(x, _onehot(cat), vx, _onehot(vcat), settings.survey, files_save_path=model_dir,
                          epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
-                         verbose=1 if progress else 0, preprocessing=preprocessing, optimizer=settings.optimizer)
+                         verbose=1 if progress else 0, preprocessing=preprocessing, optimizer=settings.optimizer,
+                         seed=settings.seed)
     del x
 
     say("Classifying the held-out galaxies with the saved model ...")

@@ -8,7 +8,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from helpers import SMALL_SHAPE, make_data  # noqa: E402
+from helpers import SMALL_SHAPE, cpu_description, make_data  # noqa: E402
+
+
+def pytest_report_header(config):
+    """The CPU's vector-instruction flags: oneDNN picks other kernels on each, so failures can be attributed."""
+    return [f"cpu: {cpu_description()}"]
 
 
 @pytest.fixture(scope="session")

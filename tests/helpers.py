@@ -2,7 +2,35 @@
 
 from __future__ import annotations
 
+import platform
+
 import numpy as np
+
+#: CPU flags that decide which oneDNN kernels run (and so the order of float32 sums).
+CPU_FLAGS: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+#: Largest difference between probabilities computed by two float32 evaluation orders of the
+#: same network on the same images (another batch size, another CPU's kernels, another Keras
+#: backend).  Rounding alone separates them: every convolution and dense layer sums up to
+#: ~10^4 products, each sum carries a relative error of order sqrt(K) * 2**-24 ~ 6e-6 when the
+#: order changes, these errors pass through the layers, and the softmax hands at most half of a
+#: logit's error to a probability.  Results of one evaluation order are compared exactly.
+ORDER_ATOL = 1e-5
+
+
+def cpu_description() -> str:
+    """Model name and the flags of :data:`CPU_FLAGS` this CPU has (Linux; the machine name elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf8") as f:
+            text = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    have = set(fields.get("flags", "").split())
+    flags = [flag for flag in CPU_FLAGS if flag in have] or ["none of " + ", ".join(CPU_FLAGS)]
+    return f"{fields.get('model name', platform.machine())}; {' '.join(flags)}"
+
 
 #: Input shape used by most tests: small enough to train in seconds.
 SMALL_SHAPE = (32, 32, 1)

@@ -15,7 +15,7 @@ from gamornet.keras_module import gamornet_predict_keras, gamornet_tl_keras, gam
 from gamornet.network import tflearn_variable_prefixes
 from gamornet.tflearn_module import gamornet_predict_tflearn, gamornet_tl_tflearn, gamornet_train_tflearn
 
-from helpers import SMALL_SHAPE, make_data
+from helpers import ORDER_ATOL, SMALL_SHAPE, make_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,22 +130,22 @@ def test_eager_mode_stays_on(plain_checkpoint):
 def test_plain_tflearn_checkpoint_predicts_the_same(plain_checkpoint):
     prefix, x, expected, _ = plain_checkpoint
     got = gamornet_predict_tflearn(x, prefix, SMALL_SHAPE, progress=False)
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=ORDER_ATOL)
     via_keras = gamornet_predict_keras(x, prefix, SMALL_SHAPE)
     np.testing.assert_allclose(via_keras, expected, atol=1e-5)
     for suffix in (".index", ".meta", ".data-00000-of-00001"):
         again = gamornet_predict_tflearn(x, prefix + suffix, SMALL_SHAPE, progress=False, reuse_model=False)
-        np.testing.assert_allclose(again, expected, atol=1e-6)
+        np.testing.assert_allclose(again, expected, rtol=0, atol=ORDER_ATOL)
 
 
 def test_predict_batches_and_output_forms(plain_checkpoint, monkeypatch):
     prefix, x, expected, _ = plain_checkpoint
     partial = gamornet_predict_tflearn(x[:7], prefix, SMALL_SHAPE, batch_size=3, progress=False)
-    np.testing.assert_allclose(partial, expected[:7], atol=1e-6)
+    np.testing.assert_allclose(partial, expected[:7], rtol=0, atol=ORDER_ATOL)
     small = gamornet_predict_tflearn(x[:2], prefix, SMALL_SHAPE, batch_size=64, progress=False)
-    np.testing.assert_allclose(small, expected[:2], atol=1e-6)
+    np.testing.assert_allclose(small, expected[:2], rtol=0, atol=ORDER_ATOL)
     disk, indet, bulge = gamornet_predict_tflearn(x, prefix, SMALL_SHAPE, individual_arrays=True, progress=False)
-    np.testing.assert_allclose(np.stack([disk, indet, bulge], axis=1), expected, atol=1e-6)
+    np.testing.assert_allclose(np.stack([disk, indet, bulge], axis=1), expected, rtol=0, atol=ORDER_ATOL)
     flags = []
     real = tm.predict_in_batches
 
@@ -180,8 +180,8 @@ def test_clear_session_keeps_keras_models(plain_checkpoint, trained_keras_model)
     _, keras_model = trained_keras_model
     before = _numpy(keras_model(x[:4], training=False))
     got = gamornet_predict_tflearn(x, prefix, SMALL_SHAPE, clear_session=True, progress=False)
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-    np.testing.assert_allclose(_numpy(keras_model(x[:4], training=False)), before, atol=1e-6)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=ORDER_ATOL)
+    np.testing.assert_array_equal(_numpy(keras_model(x[:4], training=False)), before)  # same weights, same ops
 
 
 # ---------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_keras_and_tflearn_calls_mix(tmp_path):
     t1 = gamornet_train_tflearn(x, y, x, y, SMALL_SHAPE, files_save_path=str(tmp_path / "t1"), epochs=1,
                                 batch_size=6, show_metric=False)
     p = gamornet_predict_tflearn(x, str(tmp_path / "t1" / "trained_model"), SMALL_SHAPE, progress=False)
-    np.testing.assert_allclose(p, t1.predict(x), atol=1e-6)
+    np.testing.assert_allclose(p, t1.predict(x), rtol=0, atol=ORDER_ATOL)
     assert tf.executing_eagerly()
     # Keras again: predict, and a plain model.fit on a model the user holds
     k1.compile(optimizer=keras.optimizers.SGD(0.001), loss="categorical_crossentropy")
@@ -217,14 +217,14 @@ def test_keras_and_tflearn_calls_mix(tmp_path):
                                 batch_size=6, show_metric=True, load_model=True,
                                 model_load_path=str(tmp_path / "t1" / "trained_model"))
     p = gamornet_predict_tflearn(x, str(tmp_path / "t2" / "trained_model"), SMALL_SHAPE, progress=False)
-    np.testing.assert_allclose(p, t2.predict(x), atol=1e-6)
+    np.testing.assert_allclose(p, t2.predict(x), rtol=0, atol=ORDER_ATOL)
     # continued training: the step count goes on from the loaded checkpoint (2 steps, then 2 more)
     assert sorted(f for f in os.listdir(tmp_path / "t2") if f.endswith(".index")) == ["check-4.index",
                                                                                        "trained_model.index"]
     # the model returned works in its own graph: save from outside any graph context, reload
     t2.save(str(tmp_path / "t2-resaved"))
     p2 = gamornet_predict_tflearn(x, str(tmp_path / "t2-resaved"), SMALL_SHAPE, progress=False)
-    np.testing.assert_allclose(p2, p, atol=1e-6)
+    np.testing.assert_array_equal(p2, p)  # same weights, same batches
     assert tf.executing_eagerly()
 
 
