@@ -6,8 +6,9 @@
 2. shard ``I/N``: the I-th of N contiguous blocks of that sorted list
    (:func:`shard_bounds`), so a job array of N tasks covers a catalogue exactly
    once and the shard tables, stacked in shard order, are the whole table;
-3. validation before anything is predicted (:func:`gamornet.io.scan_images`):
-   unreadable files and wrong shapes raise, naming the file, or with
+3. validation before anything is predicted (:func:`gamornet.io.list_images`,
+   :func:`gamornet.io.scan_images`): unreadable or cut-short files, wrong
+   shapes or dtypes and broken links raise, naming every such file, or with
    ``skip_bad`` are recorded and skipped;
 4. batches read by a background thread pool (:class:`gamornet.io.ImageReader`);
 5. the backend's compiled forward pass -> probabilities, plus with
@@ -15,6 +16,9 @@
 6. chunks of ``chunk_size`` images saved to ``<output>.chunks/``; ``resume``
    continues after the last complete chunk;
 7. threshold policy -> labels -> an astropy Table, written atomically.
+
+A run writing ``<output>`` holds ``<output>.lock`` from start to end, so two
+runs never mix their chunks or tables (:mod:`gamornet.predict_output`).
 
 With several GPUs visible (Keras flavour), the model is built under a
 ``tf.distribute.MirroredStrategy`` scope and each batch is split across the
@@ -24,14 +28,14 @@ replicas and run by ``strategy.run`` inside one ``tf.function``; pass
 
 from __future__ import annotations
 
-import csv
+import bisect
+import dataclasses
 import hashlib
 import json
 import math
 import os
-import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from astropy.table import Table, vstack
@@ -39,28 +43,28 @@ from astropy.table import Table, vstack
 from gamornet import __version__, io, utils
 from gamornet.batching import progress_bar
 from gamornet.network import CLASS_NAMES
+from gamornet.predict_output import (
+    CHUNKS_SUFFIX,
+    OUTPUT_FORMATS,
+    SKIPPED_SUFFIX,
+    ChunkStore,
+    OutputLockedError,
+    check_output,
+    output_format,
+    output_lock,
+    read_table,
+    write_skipped,
+    write_table,
+)
 from gamornet.registry import FLAVORS, get_model_info
 from gamornet.thresholds import ThresholdPolicy, classify_probabilities, get_policy
 
 __all__ = ["predict_files", "merge_tables", "read_table", "parse_shard", "shard_bounds", "OUTPUT_FORMATS",
-           "CHUNKS_SUFFIX"]
+           "CHUNKS_SUFFIX", "OutputLockedError"]
 
-#: Table formats by file ending.
-OUTPUT_FORMATS: dict[str, str] = {
-    ".ecsv": "ascii.ecsv",
-    ".csv": "ascii.csv",
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fits.gz": "fits",
-    ".parquet": "parquet",
-}
-#: Sidecar directory of an unfinished run: ``<output>.chunks``.
-CHUNKS_SUFFIX = ".chunks"
-#: Skipped images of a run with ``skip_bad``: ``<output>.skipped.csv``.
-SKIPPED_SUFFIX = ".skipped.csv"
 #: Metadata that must agree between the shard tables of one catalogue.
 SHARED_META = ("model", "flavor", "policy", "shape", "mc", "version", "ntotal")
-_META_KEYS = (*SHARED_META, "shard", "shards", "nimages", "nskipped", "skipped")
+_META_KEYS = (*SHARED_META, "shard", "shards", "nimages", "nskipped", "skipped", "run_sha256")
 
 
 # ---------------------------------------------------------------- arguments
@@ -91,20 +95,6 @@ def parse_shard(shard) -> tuple[int, int] | None:
 def shard_bounds(n_items: int, i: int, n: int) -> tuple[int, int]:
     """``[start, stop)`` of shard ``i`` of ``n`` (1-based): contiguous blocks differing by at most one item."""
     return (i - 1) * n_items // n, i * n_items // n
-
-
-def _output_format(path, name: str = "output") -> tuple[str, str]:
-    lower = os.fspath(path).lower() if isinstance(path, (str, os.PathLike)) else ""
-    for ending, fmt in sorted(OUTPUT_FORMATS.items(), key=lambda item: -len(item[0])):
-        if lower.endswith(ending):
-            if fmt == "parquet":
-                try:
-                    import pyarrow  # noqa: F401
-                except ImportError:
-                    raise ValueError(f"`{name}`: writing .parquet needs pyarrow (pip install pyarrow). "
-                                     f"Received: {name}={path!r}") from None
-            return ending, fmt
-    raise ValueError(f"`{name}` must end in one of {list(OUTPUT_FORMATS)}. Received: {name}={path!r}")
 
 
 def _check_number(value, name: str) -> float | None:
@@ -193,10 +183,14 @@ def _distributed_forward(model, strategy, training: bool) -> Callable[[np.ndarra
 class _Backend:
     """The model's forward passes: ``run(images)`` -> dict of (n, 3) arrays (``probs``; ``mean``, ``std``).
 
-    Every batch is padded to ``batch_size`` (the padding's outputs are
-    dropped): an image's probabilities then do not depend on how many images
-    share its batch, so shard, chunk and resumed tables are bit-identical to
-    one whole run with the same ``batch_size``.
+    Every forward pass gets a batch of exactly ``batch_size`` rows: the
+    images at the rows given, zeros elsewhere (their outputs are dropped).
+    The kernels a backend picks depend on the batch size, and their
+    arithmetic on a row's position in the batch, but never on the other
+    rows' values; :func:`predict_files` places each image at the same row
+    (its position in the whole run modulo ``batch_size``) in every shard,
+    chunk or resumed run, so those tables are bit-identical to one whole
+    run's.
     """
 
     def __init__(self, model: str, flavor: str, shape: tuple, batch_size: int, mc_samples: int, seed: int, strategy,
@@ -234,84 +228,24 @@ class _Backend:
             if generator is not None:
                 generator.state.assign(np.array([self.seed + chunk, number], dtype=np.int64))
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, images: np.ndarray, rows: Sequence[int]) -> dict[str, np.ndarray]:
+        """Outputs for ``images`` placed at ``rows`` of one zero-padded batch of ``batch_size``."""
         n = images.shape[0]
         if n == 0:
             empty = np.zeros((0, 3), np.float32)
             return {"probs": empty, **({"mean": empty, "std": empty} if self.mc_samples else {})}
-        if n < self.batch_size:
-            images = np.concatenate([images, np.zeros((self.batch_size - n, *images.shape[1:]), np.float32)])
-        out = {"probs": np.asarray(self.forward(images), np.float32)[:n]}
+        rows = np.asarray(rows, dtype=np.intp)
+        padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
+        padded[rows] = images
+        out = {"probs": np.asarray(self.forward(padded), np.float32)[rows]}
         if self.mc_samples:
-            samples = np.stack([np.asarray(self.sample(images), np.float64)[:n] for _ in range(self.mc_samples)])
+            samples = np.stack([np.asarray(self.sample(padded), np.float64)[rows] for _ in range(self.mc_samples)])
             out["mean"] = samples.mean(axis=0).astype(np.float32)
             out["std"] = samples.std(axis=0).astype(np.float32)
         return out
 
 
-# ---------------------------------------------------------------- chunks
-
-
-class _ChunkStore:
-    """Finished chunks: ``<output>.chunks/chunk-NNNNNN.npz`` beside a ``manifest.json`` (in memory without output).
-
-    Each chunk file appears by an atomic rename once complete, so after a
-    crash every chunk file present is whole.  The manifest holds everything
-    that decides the chunks' content; resuming with other settings is refused.
-    """
-
-    def __init__(self, output: str | None, manifest: dict, resume: bool, overwrite: bool = False):
-        self.dir, self.memory = (None if output is None else output + CHUNKS_SUFFIX), {}
-        if self.dir is None:
-            return
-        manifest_path = os.path.join(self.dir, "manifest.json")
-        if overwrite and not resume:
-            self.remove()
-        if os.path.isdir(self.dir) and os.path.exists(manifest_path):  # (no manifest yet: no chunk either)
-            if not resume:
-                raise FileExistsError(f"{self.dir} holds the chunks of an interrupted run: pass resume=True (--resume) "
-                                      "to continue it, or overwrite=True (--overwrite) to discard it. "
-                                      "Received: resume=False")
-            with open(manifest_path) as f:
-                old = json.load(f)
-            changed = [f"{k} was {old.get(k)!r}, now {v!r}" for k, v in manifest.items() if old.get(k) != v]
-            if changed:
-                raise ValueError(f"Cannot resume from {self.dir}: {'; '.join(changed)}. Rerun with the same "
-                                 "arguments, or delete that directory to start again.")
-            return
-        os.makedirs(self.dir, exist_ok=True)
-        with utils.atomic_path(manifest_path) as tmp, open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1)
-
-    def _path(self, k: int) -> str:
-        return os.path.join(self.dir, f"chunk-{k:06d}.npz")
-
-    def n_done(self) -> int:
-        """Number of complete chunks, counted from the first."""
-        k = 0
-        while self.dir is not None and os.path.exists(self._path(k)):
-            k += 1
-        return k
-
-    def save(self, k: int, arrays: dict[str, np.ndarray]) -> None:
-        if self.dir is None:
-            self.memory[k] = arrays
-            return
-        with utils.atomic_path(self._path(k), suffix=".npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-
-    def load(self, k: int) -> dict[str, np.ndarray]:
-        if self.dir is None:
-            return self.memory[k]
-        with np.load(self._path(k), allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-
-    def remove(self) -> None:
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
+# ---------------------------------------------------------------- chunks and table
 
 
 def _chunk_arrays(ids: list, results: list[dict], bad: list[tuple], int_ids: bool) -> dict[str, np.ndarray]:
@@ -321,9 +255,6 @@ def _chunk_arrays(ids: list, results: list[dict], bad: list[tuple], int_ids: boo
     arrays["bad_ids"] = np.array([str(i) for i, _ in bad], dtype=str)
     arrays["bad_reasons"] = np.array([r for _, r in bad], dtype=str)
     return arrays
-
-
-# ---------------------------------------------------------------- table
 
 
 def _build_table(chunks: list[dict], policy: ThresholdPolicy, meta: dict) -> Table:
@@ -342,45 +273,6 @@ def _build_table(chunks: list[dict], policy: ThresholdPolicy, meta: dict) -> Tab
             table[f"p_{name}_std"] = std[:, j]
     table["label"] = classify_probabilities(basis, policy)
     return table
-
-
-def _write_table(table: Table, path: str) -> None:
-    """Write ``table`` by the file's ending, through a temporary file renamed into place."""
-    ending, fmt = _output_format(path)
-    with utils.atomic_path(path, suffix=ending) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # astropy's notes on long FITS keyword values
-            table.write(tmp, format=fmt, overwrite=True)
-
-
-def read_table(path) -> Table:
-    """Read a table written by :func:`predict_files` or :func:`merge_tables`, by its ending.
-
-    Parquet files are read with pyarrow alone (astropy's reader also needs pandas).
-    """
-    fmt = _output_format(path, "path")[1]
-    if fmt != "parquet":
-        table = Table.read(path, format=fmt)
-        table.convert_bytestring_to_unicode()  # FITS gives bytes
-        return table
-    import pyarrow.parquet as pq
-    from astropy.table.meta import get_header_from_yaml
-
-    data = pq.read_table(path)
-    raw = (data.schema.metadata or {}).get(b"table_meta_yaml")
-    meta = get_header_from_yaml(raw.decode().split("\n")).get("meta", {}) if raw else {}
-    columns = {}
-    for name in data.column_names:
-        values = data.column(name).to_numpy(zero_copy_only=False)
-        columns[name] = values.astype(str) if values.dtype == object else values
-    return Table(columns, meta=dict(meta))
-
-
-def _write_skipped(path: str, bad: list[tuple]) -> None:
-    with utils.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "reason"])
-        writer.writerows(bad)
 
 
 def _model_fingerprint(label: str) -> list:
@@ -420,17 +312,35 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         Table file, written as ``.ecsv``, ``.csv`` (no metadata), ``.fits``
         or ``.parquet`` by its ending.  Chunks go to ``<output>.chunks/``,
         and the table appears, by an atomic rename, only when complete.
+        The run holds ``<output>.lock`` throughout: a second run writing the
+        same output (in any process) fails at once with
+        :class:`~gamornet.predict_output.OutputLockedError`.
     batch_size : int
-        Images per forward pass.  Batches are padded to this size, so the
-        probabilities of an image depend only on it and ``batch_size``
-        (they agree with other batch sizes to about 1e-6).
+        Images per forward pass.  Every pass gets ``B = min(batch_size,
+        ntotal)`` rows, ``ntotal`` being the number of images of the whole
+        run before sharding, so a ``batch_size`` above the number of images
+        costs nothing.  The image at position ``g`` of the whole run's sorted
+        list always sits at row ``g % B`` of the pass covering positions
+        ``B * (g // B)`` onwards, the rows of images not in this run (other
+        shards or chunks, bad images) being zeros.  An image's
+        probabilities then depend only on it, ``B`` and its row, so shard,
+        chunk and resumed tables are bit-identical to one whole run's; other
+        batch sizes agree to about 1e-6.
     shard : str or (int, int), optional
         ``"I/N"``: predict only the I-th (1-based) of N contiguous blocks of
         the sorted images.
     resume : bool
-        Continue an interrupted run with the same arguments from its last
-        complete chunk; the final table is identical to an uninterrupted
-        run's.  Returns an already complete ``output`` as it is.
+        Continue an interrupted or failed run with the same arguments from
+        its last complete chunk; the final table is identical to an
+        uninterrupted run's.  An already complete ``output`` is returned as
+        it is if it is the table of the same run: its metadata
+        ``run_sha256`` (a digest of the model, its file, the input files,
+        the shard split and every setting deciding the results) must equal
+        this call's, else the resume is refused.  Tables that record no
+        digest (``.csv``, which holds no metadata, and tables of older
+        versions) cannot be checked and are refused too; pass
+        ``overwrite=True`` to predict them again.  Array inputs are checked
+        by shape and dtype only.
     mc_samples : int
         Add Monte-Carlo dropout: N passes with dropout active give columns
         ``p_<class>_mean`` and ``p_<class>_std`` (standard deviation over
@@ -441,10 +351,11 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     nan_fill : float, optional
         Replace NaN / inf pixels with this value (else they are bad images).
     skip_bad : bool
-        Skip bad images (unreadable, wrong shape, NaN), listing them in
-        ``table.meta["skipped"]`` and ``<output>.skipped.csv``.  Otherwise
-        unreadable files and wrong shapes raise before anything is predicted;
-        NaN pixels raise when the image is read (or before, with ``check_data``).
+        Skip bad images (unreadable, cut short, wrong shape or dtype, NaN,
+        broken links), listing them in ``table.meta["skipped"]`` and
+        ``<output>.skipped.csv``.  Otherwise they raise before anything is
+        predicted, except NaN pixels, which raise when the image is read
+        (or before, with ``check_data``).
     progress : bool
         Show a progress bar (images/s).
     chunk_size : int
@@ -453,7 +364,7 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         FITS HDU number or EXTNAME.
     overwrite : bool
         Replace an existing ``output`` (and discard the chunks of an
-        interrupted run, unless ``resume``).
+        interrupted or failed run, unless ``resume``).
     check_data : bool
         Read every image during validation, so NaN / inf pixels are found
         before anything is predicted (reads the data twice).
@@ -461,8 +372,10 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         Seed of the MC dropout passes (chunk ``k`` uses ``seed + k``).
     strategy : "auto", None or tf.distribute.Strategy
         ``"auto"``: MirroredStrategy when several GPUs are visible.
-    workers, prefetch : int
-        Reader threads, and batches read ahead of the model.
+    workers : int
+        Reader threads (>= 1).
+    prefetch : int
+        Batches read ahead of the model (>= 0).
     on_chunk : callable, optional
         Called as ``on_chunk(chunks_done, n_chunks)`` after each saved chunk.
 
@@ -472,70 +385,89 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         Columns ``id``, ``p_disk``, ``p_indeterminate``, ``p_bulge`` (and
         the MC columns), ``label``; metadata ``model``, ``flavor``,
         ``policy``, ``shape``, ``mc``, ``version``, ``shard``, ``ntotal``
-        (images of all shards), ``nimages`` (of this shard), ``nskipped``
-        and ``skipped``.
+        (images of all shards), ``nimages`` (of this shard), ``nskipped``,
+        ``skipped`` and ``run_sha256`` (see ``resume``).
+
+    Notes
+    -----
+    A run that fails (an exception other than an interruption) removes
+    ``<output>.chunks/`` when no chunk was complete; otherwise it keeps the
+    complete chunks and records its error in their manifest, so that a
+    rerun reports a failed run (with that error) rather than an
+    interrupted one, and ``resume=True`` continues it.
     """
     label, shape, rule = _resolve_model(model, flavor, input_shape, policy)
     batch_size = utils.check_positive_int(batch_size, "batch_size")
     chunk_size = utils.check_positive_int(chunk_size, "chunk_size")
     mc_samples = utils.check_positive_int(mc_samples, "mc_samples", minimum=0)
     seed = utils.check_positive_int(seed, "seed", minimum=0)
+    workers = utils.check_positive_int(workers, "workers")
+    prefetch = utils.check_positive_int(prefetch, "prefetch", minimum=0)
+    if on_chunk is not None and not callable(on_chunk):
+        raise TypeError(f"`on_chunk` must be a callable on_chunk(chunks_done, n_chunks) or None. "
+                        f"Received: on_chunk={on_chunk!r}")
     if mc_samples and flavor != "keras":
         raise ValueError(f"`mc_samples` needs flavor='keras'. Received: mc_samples={mc_samples}, flavor={flavor!r}")
     part = parse_shard(shard) or (1, 1)
     crop_pad, nan_fill = _check_number(crop_pad, "crop_pad"), _check_number(nan_fill, "nan_fill")
     hdu = _check_hdu(hdu)
+    output = check_output(output)
     if resume and output is None:
         raise ValueError("`resume` needs an `output` file. Received: output=None")
-    if output is not None:
-        output = os.fspath(output)
-        _output_format(output)
-        if os.path.exists(output) and not os.path.isdir(output + CHUNKS_SUFFIX):
-            if resume:
-                return read_table(output)
-            if not overwrite:
-                raise FileExistsError(f"`output` exists; pass overwrite=True (--overwrite) to replace it. "
-                                      f"Received: output={output!r}")
 
-    refs, bad = io.list_images(inputs, skip_bad=skip_bad)
-    n_total = len(refs)
-    refs = refs[slice(*shard_bounds(n_total, *part))]
-    good, scan_bad = io.scan_images(refs, shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=skip_bad,
-                                    check_data=check_data, workers=2 * workers)
-    bad += scan_bad
+    with output_lock(output):
+        finished = output is not None and os.path.exists(output) and not os.path.isdir(output + CHUNKS_SUFFIX)
+        if finished and not resume and not overwrite:
+            raise FileExistsError(f"`output` exists; pass overwrite=True (--overwrite) to replace it. "
+                                  f"Received: output={output!r}")
+        refs, bad = io.list_images(inputs, skip_bad=True)
+        n_total = len(refs)
+        run = {"model": label, "model_file": _model_fingerprint(label), "flavor": flavor, "shape": list(shape),
+               "policy": dataclasses.asdict(rule), "mc": mc_samples, "seed": seed if mc_samples else None,
+               "batch_size": min(batch_size, max(n_total, 1)), "crop_pad": crop_pad, "nan_fill": nan_fill,
+               "hdu": hdu, "skip_bad": skip_bad, "n_total": n_total, "inputs_sha256": _inputs_digest(inputs, refs, bad)}
+        meta = {"model": label, "flavor": flavor, "policy": rule.name, "shape": ",".join(map(str, shape)),
+                "mc": mc_samples, "version": __version__, "shard": f"{part[0]}/{part[1]}", "ntotal": n_total}
+        if finished and resume:
+            return _finished_table(output, {**meta, "run_sha256": _digest(run)})
 
-    int_ids = isinstance(inputs, np.ndarray)
-    ids_digest = hashlib.sha256("\n".join(str(r.id) for r in good).encode()).hexdigest()
-    manifest = {"model": label, "model_file": _model_fingerprint(label), "flavor": flavor, "shape": list(shape),
-                "mc": mc_samples, "seed": seed if mc_samples else None, "batch_size": batch_size,
-                "chunk_size": chunk_size,
-                "shard": f"{part[0]}/{part[1]}", "crop_pad": crop_pad, "nan_fill": nan_fill,
-                "hdu": hdu, "skip_bad": skip_bad, "n_images": len(good), "ids_sha256": ids_digest}
-    store = _ChunkStore(output, manifest, resume, overwrite)
-    n_chunks = math.ceil(len(good) / chunk_size)
-    done = store.n_done()
-    if done < n_chunks:
-        backend = _Backend(model, flavor, shape, batch_size, mc_samples, seed, strategy, progress)
-        _run_chunks(good, done, n_chunks, chunk_size, batch_size, backend, store, int_ids, progress, on_chunk,
-                    io.ImageReader(shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=skip_bad),
-                    workers, prefetch)
-
-    chunks = [store.load(k) for k in range(n_chunks)]
-    for c in chunks:
-        bad += list(zip(c["bad_ids"].tolist(), c["bad_reasons"].tolist()))
-    meta = {"model": label, "flavor": flavor, "policy": rule.name, "shape": ",".join(map(str, shape)),
-            "mc": mc_samples, "version": __version__, "shard": f"{part[0]}/{part[1]}", "ntotal": n_total,
-            "nimages": len(refs), "nskipped": len(bad)}
-    if bad:
-        meta["skipped"] = [f"{image_id}: {reason}" for image_id, reason in bad]
-    table = _build_table(chunks, rule, meta)
-    if output is not None:
-        _write_table(table, output)
-        if bad:
-            _write_skipped(output + SKIPPED_SUFFIX, bad)
-        elif os.path.exists(output + SKIPPED_SUFFIX):
-            os.remove(output + SKIPPED_SUFFIX)
-        store.remove()
+        first, stop = shard_bounds(n_total, *part)
+        refs = refs[first:stop]
+        position = {ref.id: first + i for i, ref in enumerate(refs)}
+        good, scan_bad = io.scan_images(refs, shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=True,
+                                        check_data=check_data, workers=2 * workers)
+        bad += scan_bad
+        if bad and not skip_bad:
+            raise io.bad_images_error(bad)
+        manifest = {**run, "shard": meta["shard"], "chunk_size": chunk_size, "n_images": len(good),
+                    "ids_sha256": _digest([str(r.id) for r in good])}
+        store = ChunkStore(output, manifest, resume, overwrite)
+        try:
+            n_chunks = math.ceil(len(good) / chunk_size)
+            done = store.n_done()
+            if done < n_chunks:
+                backend = _Backend(model, flavor, shape, run["batch_size"], mc_samples, seed, strategy, progress)
+                reader = io.ImageReader(shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=skip_bad)
+                _run_chunks(good, [position[ref.id] for ref in good], done, n_chunks, chunk_size, backend, store,
+                            isinstance(inputs, np.ndarray), progress, on_chunk, reader, workers, prefetch)
+            chunks = [store.load(k) for k in range(n_chunks)]
+            for c in chunks:
+                bad += list(zip(c["bad_ids"].tolist(), c["bad_reasons"].tolist()))
+            meta.update(nimages=len(refs), nskipped=len(bad))
+            if bad:
+                meta["skipped"] = [f"{image_id}: {reason}" for image_id, reason in bad]
+            meta["run_sha256"] = _digest(run)
+            table = _build_table(chunks, rule, meta)
+            if output is not None:
+                write_table(table, output)
+                if bad:
+                    write_skipped(output + SKIPPED_SUFFIX, bad)
+                elif os.path.exists(output + SKIPPED_SUFFIX):
+                    os.remove(output + SKIPPED_SUFFIX)
+                store.remove()
+        except Exception as exc:
+            store.fail(exc)
+            raise
     if bad:
         where = f" and {output + SKIPPED_SUFFIX}" if output is not None else ""
         warnings.warn(f"{len(bad)} bad image(s) skipped, listed in table.meta['skipped']{where}; first: "
@@ -543,14 +475,61 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     return table
 
 
-def _run_chunks(good: Sequence, done: int, n_chunks: int, chunk_size: int, batch_size: int, backend: _Backend,
-                store: _ChunkStore, int_ids: bool, progress: bool, on_chunk, reader, workers: int,
-                prefetch: int) -> None:
-    """Predict chunks ``done .. n_chunks - 1`` of ``good``, saving each when complete."""
+def _digest(value) -> str:
+    """SHA-256 of a JSON-serialisable value (keys sorted)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _inputs_digest(inputs, refs: list, bad: list[tuple]) -> str:
+    """Digest of the inputs: every listed image (absolute path, index) and bad file, or an array's layout."""
+    if isinstance(inputs, np.ndarray):
+        return _digest(["array", list(inputs.shape), inputs.dtype.str])
+    return _digest([f"{ref.source.path}:{ref.index}" for ref in refs] + [f"bad:{image_id}" for image_id, _ in bad])
+
+
+def _finished_table(output: str, meta: dict) -> Table:
+    """The complete table at ``output``, if it is the table of the run described by ``meta``; else refuse."""
+    table = read_table(output)
+    recorded = _normalise_meta(table.meta)
+    if "run_sha256" not in recorded:
+        raise ValueError(f"Cannot resume: {output} is a finished table that records no run digest (a CSV table "
+                         "holds no metadata, and older versions recorded none), so it cannot be checked against "
+                         "these arguments. Use it as it is, or pass overwrite=True (--overwrite) to predict it again. "
+                         "Received: resume=True")
+    differ = [f"{key} is {recorded.get(key)!r} there, {meta[key]!r} now" for key in (*SHARED_META, "shard")
+              if key != "version" and str(recorded.get(key)) != str(meta[key])]
+    if differ or recorded["run_sha256"] != meta["run_sha256"]:
+        detail = "; ".join(differ) or ("the input files, the model file or a setting (batch_size, crop_pad, nan_fill, "
+                                       "hdu, skip_bad, seed, policy thresholds) differ")
+        raise ValueError(f"Cannot resume: {output} is the finished table of another run ({detail}). Pass "
+                         "overwrite=True (--overwrite) to replace it, or choose another output. Received: resume=True")
+    return table
+
+
+def _aligned_spans(positions: Sequence[int], start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
+    """Split ``[start, stop)`` into runs of images whose run positions fall in one aligned block of ``batch_size``."""
+    spans = []
+    while start < stop:
+        end = bisect.bisect_left(positions, (positions[start] // batch_size + 1) * batch_size, start, stop)
+        spans.append((start, end))
+        start = end
+    return spans
+
+
+def _run_chunks(good: Sequence, positions: Sequence[int], done: int, n_chunks: int, chunk_size: int,
+                backend: _Backend, store: ChunkStore, int_ids: bool, progress: bool, on_chunk, reader,
+                workers: int, prefetch: int) -> None:
+    """Predict chunks ``done .. n_chunks - 1`` of ``good``, saving each when complete.
+
+    ``positions[i]`` is the place of ``good[i]`` in the whole run's sorted
+    image list; an image goes to row ``position % batch_size`` of the
+    aligned block holding its position (see :meth:`_Backend.run`).
+    """
     spans_per_chunk = []
     for k in range(done, n_chunks):
         start, stop = k * chunk_size, min((k + 1) * chunk_size, len(good))
-        spans_per_chunk.append([(b, min(b + batch_size, stop)) for b in range(start, stop, batch_size)])
+        spans_per_chunk.append(_aligned_spans(positions, start, stop, backend.batch_size))
+    row = {ref.id: position % backend.batch_size for ref, position in zip(good, positions)}
     remaining = len(good) - done * chunk_size
     bar = progress_bar(remaining, progress, label=f"Predicting {remaining} images")
     batches = reader.batches(good, [s for spans in spans_per_chunk for s in spans], prefetch, workers)
@@ -563,7 +542,7 @@ def _run_chunks(good: Sequence, done: int, n_chunks: int, chunk_size: int, batch
                 batch = next(batches)
                 ids += batch.ids
                 bad += batch.bad
-                results.append(backend.run(batch.images))
+                results.append(backend.run(batch.images, [row[i] for i in batch.ids]))
                 count += stop - start
                 bar.update(count)
             store.save(k, _chunk_arrays(ids, results, bad, int_ids))
@@ -587,19 +566,21 @@ def _normalise_meta(meta) -> dict:
 def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     """Join the shard tables of one catalogue into one table.
 
-    Checks that every table has the same columns and the same shared
-    metadata (model, flavor, policy, shape, mc, version, ntotal), that no id
-    appears twice and no shard twice.  Tables are stacked in shard order,
-    which for a complete set of shards gives the table of an unsharded run
-    (its ``shard`` metadata then reads ``1/1``); an incomplete set is merged
-    with a warning naming the missing shards.
+    Checks that every table has the same columns (with an ``id`` column) and
+    the same shared metadata (model, flavor, policy, shape, mc, version,
+    ntotal), that no id appears twice and no shard twice.  Tables are
+    stacked in shard order, which for a complete set of shards gives the
+    table of an unsharded run (its ``shard`` metadata then reads ``1/1``,
+    and ``run_sha256`` is kept when every shard records the same one); an
+    incomplete set is merged with a warning naming the missing shards.
 
     Parameters
     ----------
-    paths : sequence of str
+    paths : str or sequence of str
         Shard tables (any format :func:`predict_files` writes).
     output : str, optional
-        Where to write the merged table (by its ending, atomically).
+        Where to write the merged table (by its ending, atomically, holding
+        ``<output>.lock`` while it is written).
     overwrite : bool
         Replace an existing ``output``.
 
@@ -607,19 +588,40 @@ def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     -------
     astropy.table.Table
     """
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    elif isinstance(paths, Iterable) and not isinstance(paths, (bytes, dict)):
+        paths = list(paths)
+    else:
+        raise TypeError(f"`paths` must be a table path or a sequence of them. Received: paths={paths!r}")
     if not paths:
         raise ValueError("`paths` must name at least one table. Received: paths=[]")
-    if output is not None:
-        _output_format(output)
-        if os.path.exists(output) and not overwrite:
-            raise FileExistsError(f"`output` exists; pass overwrite=True (--overwrite). Received: output={output!r}")
-    tables = []
     for path in paths:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"`paths`: each item must be a table path, not {type(path)}. Received: paths={paths!r}")
+        if os.path.isdir(path):
+            raise ValueError(f"`paths`: {os.fspath(path)!r} is a directory, not a table file. "
+                             f"Received: paths={paths!r}")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"`paths`: {os.fspath(path)!r} does not exist. Received: paths={paths!r}")
-        _output_format(path, "paths")
+        output_format(path, "paths")
+    output = check_output(output)
+    with output_lock(output):
+        if output is not None and os.path.exists(output) and not overwrite:
+            raise FileExistsError(f"`output` exists; pass overwrite=True (--overwrite). Received: output={output!r}")
+        merged = _merge(paths)
+        if output is not None:
+            write_table(merged, output)
+    return merged
+
+
+def _merge(paths: list) -> Table:
+    tables = []
+    for path in paths:
         table = read_table(path)
+        if "id" not in table.colnames:
+            raise ValueError(f"`paths`: {os.fspath(path)!r} has no `id` column (columns {table.colnames}); it is not a "
+                             f"table written by predict_files. Received: paths={paths!r}")
         table.meta = _normalise_meta(table.meta)
         tables.append(table)
     first, first_path = tables[0], paths[0]
@@ -633,7 +635,7 @@ def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     order, meta = _check_shards(paths, tables), dict(first.meta)
     paths, tables = [paths[i] for i in order], [tables[i] for i in order]
     ids = np.concatenate([np.asarray(t["id"]).astype(str) for t in tables])
-    unique, first_index, counts = np.unique(ids, return_index=True, return_counts=True)
+    unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         dup = str(unique[np.argmax(counts > 1)])
         owners = [p for p, t in zip(paths, tables) if dup in np.asarray(t["id"]).astype(str)]
@@ -641,15 +643,15 @@ def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     merged = vstack(tables, join_type="exact", metadata_conflicts="silent")
     skipped = list(dict.fromkeys(s for t in tables for s in t.meta.get("skipped", [])))
     meta.update(nimages=sum(t.meta.get("nimages", len(t)) for t in tables), nskipped=len(skipped))
-    meta.pop("skipped", None)
+    for key in ("skipped", "shard", "shards", "run_sha256"):
+        meta.pop(key, None)
     if skipped:
         meta["skipped"] = skipped
-    meta.pop("shard", None)
-    meta.pop("shards", None)
     meta.update(_shard_meta(tables))
+    digests = {t.meta.get("run_sha256") for t in tables}
+    if len(digests) == 1 and None not in digests:
+        meta["run_sha256"] = digests.pop()
     merged.meta = meta
-    if output is not None:
-        _write_table(merged, os.fspath(output))
     return merged
 
 

@@ -5,13 +5,16 @@ The data path, top to bottom:
 1. :func:`list_images` expands the inputs (paths, directories, glob patterns,
    lists of them, or one numpy array) into one :class:`ImageRef` per image,
    in sorted path order, each with its id.  Only ``.npy`` headers are read here
-   (to count the images of a stack); FITS files hold one image each.
+   (to count the images of a stack, and to refuse dtypes other than real ints
+   and floats); FITS files hold one image each.  Broken symbolic links are bad
+   files.
 2. :func:`scan_images` validates those images before anything is predicted:
    readable file, image HDU, shape (from the FITS header or the ``.npy``
-   header; no pixel data is read), optionally also the pixels
-   (``check_data=True``: every image is read once and NaN / inf pixels are
-   found up front).  Without ``check_data`` NaN / inf pixels are found when
-   the image is read for prediction.
+   header; no pixel data is read), FITS data not cut short (the file holds
+   the bytes its header announces; not checkable inside gzip), optionally
+   also the pixels (``check_data=True``: every image is read once and NaN /
+   inf pixels are found up front).  Without ``check_data`` NaN / inf pixels
+   are found when the image is read for prediction.
 3. :class:`ImageReader` reads batches of validated images as float32
    ``(n, H, W, C)`` in a background thread pool with a bounded prefetch, so
    file reading overlaps with the model.
@@ -28,11 +31,15 @@ Accepted layouts
   e.g. ``(1, H, W)``).  By default the primary HDU, or the first HDU holding
   image data when the primary is empty (as in ``.fz`` files); ``hdu`` picks
   another by number or EXTNAME.  Physical values ``BZERO + BSCALE * raw``
-  are used.  Plain files (uncompressed, no ``BLANK``) are read directly:
-  their headers are walked here and the pixels read with one
-  ``numpy.fromfile`` (scaling in float64), over ten times faster than
-  opening them with astropy; gzip, tile-compressed (``.fz``) and ``BLANK``
-  files are read by astropy, which applies the scaling itself.
+  are used, computed as astropy computes them (:func:`physical_values`:
+  8 and 16-bit integers scale in float32, 32 and 64-bit integers in
+  float64, floats in their own width; signed-byte and unsigned-integer
+  conventions exactly), so a file gives the same pixels whichever way it is
+  read.  Plain files (uncompressed, no ``BLANK``, no duplicated layout or
+  scaling keyword) are read directly: their headers are walked here and the
+  pixels read with one ``numpy.fromfile``, over ten times faster than
+  opening them with astropy; gzip, tile-compressed (``.fz``), ``BLANK`` and
+  other files are read by astropy.
 - Directories: their image files (the suffixes above, ``.npy``), not recursive.
 - Glob patterns (``**`` recursive): the matching image files.
 
@@ -56,7 +63,7 @@ import glob
 import math
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -68,6 +75,7 @@ __all__ = [
     "FITS_SUFFIXES",
     "IMAGE_SUFFIXES",
     "BadImageError",
+    "bad_images_error",
     "Source",
     "ImageRef",
     "Batch",
@@ -162,8 +170,15 @@ def _is_image_file(path: str) -> bool:
     return path.lower().endswith(IMAGE_SUFFIXES)
 
 
+def _is_broken_link(path: str) -> bool:
+    return os.path.islink(path) and not os.path.exists(path)
+
+
 def expand_paths(inputs) -> list[str]:
     """Absolute paths of the image files named by ``inputs``, sorted, each once.
+
+    Symbolic links are kept as named (not resolved); broken ones are listed
+    too, so that :func:`list_images` reports them as bad files.
 
     Parameters
     ----------
@@ -176,9 +191,15 @@ def expand_paths(inputs) -> list[str]:
     FileNotFoundError
         If a path does not exist, or a directory or pattern holds no image file.
     TypeError
-        If an item is not a path.
+        If ``inputs`` or an item of it is not a path.
     """
-    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if isinstance(inputs, (str, os.PathLike)):
+        items = [inputs]
+    elif isinstance(inputs, Iterable) and not isinstance(inputs, (bytes, dict)):
+        items = list(inputs)
+    else:
+        raise TypeError(_inputs_error("must be a path, a directory, a glob pattern, a sequence of them, or a numpy "
+                                      "array", inputs))
     if not items:
         raise ValueError(_inputs_error("no input given", inputs))
     files: set[str] = set()
@@ -189,12 +210,13 @@ def expand_paths(inputs) -> list[str]:
         path = os.fspath(item)
         if os.path.isdir(path):
             found = [os.path.join(path, f) for f in os.listdir(path) if _is_image_file(f)]
-            found = [f for f in found if os.path.isfile(f)]
+            found = [f for f in found if os.path.isfile(f) or _is_broken_link(f)]
             what = "directory holds no image file (" + ", ".join(IMAGE_SUFFIXES) + ")"
-        elif os.path.isfile(path):
+        elif os.path.isfile(path) or _is_broken_link(path):
             found, what = [path], ""
         elif glob.has_magic(path):
-            found = [f for f in glob.glob(path, recursive=True) if os.path.isfile(f) and _is_image_file(f)]
+            found = [f for f in glob.glob(path, recursive=True)
+                     if (os.path.isfile(f) or _is_broken_link(f)) and _is_image_file(f)]
             what = "pattern matches no image file"
         else:
             raise FileNotFoundError(_inputs_error(f"{path!r} does not exist", inputs))
@@ -218,13 +240,31 @@ def _file_kind(path: str) -> str:
     return "npy" if magic == b"\x93NUMPY" else "fits"
 
 
+#: Kinds of numpy dtypes that images may hold: signed and unsigned integers, floats.
+PIXEL_KINDS = "iuf"
+
+
 def _npy_source(path: str, name: str) -> Source:
-    data = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        data = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise BadImageError(name, f"unreadable .npy file ({exc})") from None
+    if data.dtype.kind not in PIXEL_KINDS:
+        raise BadImageError(name, f".npy pixels must be real int or float numbers, not {data.dtype}")
     if data.ndim == 2:
         return Source("npy", path, name, 1, data, tuple(data.shape))
     if data.ndim in (3, 4):
         return Source("npy", path, name, data.shape[0], data, tuple(data.shape[1:]))
-    raise ValueError(f"a .npy file must hold (N, H, W, C), (N, H, W) or (H, W) images, not shape {data.shape}")
+    raise BadImageError(name, f"a .npy file must hold (N, H, W, C), (N, H, W) or (H, W) images, not shape "
+                              f"{data.shape}")
+
+
+def bad_images_error(bad: list[tuple]) -> BadImageError:
+    """One error listing every bad image (up to 10)."""
+    lines = "\n".join(f"  {image_id}: {reason}" for image_id, reason in bad[:10])
+    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+    return BadImageError(None, f"{len(bad)} bad input image(s); nothing was predicted "
+                               f"(pass skip_bad=True / --skip-bad to skip them):\n{lines}{more}", bad)
 
 
 def list_images(inputs, skip_bad: bool = False) -> tuple[list[ImageRef], list[tuple]]:
@@ -235,8 +275,9 @@ def list_images(inputs, skip_bad: bool = False) -> tuple[list[ImageRef], list[tu
     inputs : numpy.ndarray, str, os.PathLike or sequence of paths
         See the module documentation.
     skip_bad : bool
-        Record an unreadable ``.npy`` file (whose images cannot be counted)
-        instead of raising.
+        Record bad files found while listing (broken symbolic links; ``.npy``
+        files that cannot be read, whose images cannot be counted, or whose
+        dtype is not a real int or float) instead of raising.
 
     Returns
     -------
@@ -246,12 +287,15 @@ def list_images(inputs, skip_bad: bool = False) -> tuple[list[ImageRef], list[tu
     Raises
     ------
     BadImageError
-        For an unreadable ``.npy`` file, unless ``skip_bad``.
+        Naming every such bad file, unless ``skip_bad``.
+    TypeError
+        For an array of another dtype than real ints or floats (an argument
+        error, never skipped), or ``inputs`` of another type.
     """
     if isinstance(inputs, np.ndarray):
         if inputs.ndim not in (3, 4) or inputs.shape[0] == 0:
             raise ValueError(_inputs_error("an array must be (N, H, W, C) or (N, H, W) with N >= 1", inputs))
-        if not np.issubdtype(inputs.dtype, np.number) or np.issubdtype(inputs.dtype, np.complexfloating):
+        if inputs.dtype.kind not in PIXEL_KINDS:
             raise TypeError(_inputs_error(f"an array must hold real int or float pixels, not {inputs.dtype}", inputs))
         source = Source("array", None, "array", inputs.shape[0], inputs, tuple(inputs.shape[1:]))
         return [ImageRef(i, source, i) for i in range(inputs.shape[0])], []
@@ -261,20 +305,23 @@ def list_images(inputs, skip_bad: bool = False) -> tuple[list[ImageRef], list[tu
     bad: list[tuple] = []
     for path in paths:
         name = os.path.relpath(path, root)
+        if _is_broken_link(path):
+            bad.append((name, f"broken symbolic link (to {os.readlink(path)!r}, which does not exist)"))
+            continue
         if _file_kind(path) == "fits":
             refs.append(ImageRef(name, Source("fits", path, name)))
             continue
         try:
             source = _npy_source(path, name)
-        except (OSError, ValueError) as exc:
-            if not skip_bad:
-                raise BadImageError(name, f"unreadable .npy file ({exc})") from None
-            bad.append((name, f"unreadable .npy file ({exc})"))
+        except BadImageError as exc:
+            bad.append((name, exc.reason))
             continue
         if source.data.ndim == 2:
             refs.append(ImageRef(name, source, None))
         else:
             refs.extend(ImageRef(f"{name}:{i}", source, i) for i in range(source.n_images))
+    if bad and not skip_bad:
+        raise bad_images_error(bad)
     return refs, bad
 
 
@@ -324,19 +371,20 @@ def _fits_hdu(hdul, hdu, image_id):
 
 _BLOCK = 2880
 _BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-_HEADER_KEYS = frozenset(("SIMPLE", "XTENSION", "EXTNAME", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "BSCALE", "BZERO",
-                          "BLANK", "ZIMAGE", "GROUPS"))
+#: Keywords deciding which HDU is chosen and where its data lies (NAXISn too).
+_LAYOUT_KEYS = frozenset(("SIMPLE", "XTENSION", "EXTNAME", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "ZIMAGE", "ZNAXIS",
+                          "GROUPS"))
 
 
 @dataclass(frozen=True)
 class PlainPixels:
-    """Where the pixels of a plain image HDU (uncompressed, no BLANK) lie in its file."""
+    """Where the pixels of a plain image HDU (uncompressed, no BLANK) lie in its file, and their scaling."""
 
     offset: int
     dtype: str
     shape: tuple
-    bscale: float = 1.0
-    bzero: float = 0.0
+    bscale: float = 1
+    bzero: float = 0
 
 
 def _card_value(text: str):
@@ -358,9 +406,12 @@ def _card_value(text: str):
         return float(token.replace("D", "E"))
 
 
-def _read_header(f) -> tuple[dict[str, str], int] | None:
-    """Raw value fields of one header's keywords (first occurrence) and its size in bytes; None if cut short."""
-    cards: dict[str, str] = {}
+def _read_header(f) -> tuple[dict[str, list[str]], int] | None:
+    """Raw value fields of one header's keywords (every occurrence, in order) and its size in bytes.
+
+    None if the header is cut short.
+    """
+    cards: dict[str, list[str]] = {}
     size = 0
     while True:
         block = f.read(_BLOCK)
@@ -372,51 +423,122 @@ def _read_header(f) -> tuple[dict[str, str], int] | None:
             key = text[i : i + 8].rstrip()
             if key == "END":
                 return cards, size
-            if text[i + 8 : i + 10] == "= " and key not in cards:
-                cards[key] = text[i + 10 : i + 80]
+            if text[i + 8 : i + 10] == "= ":
+                cards.setdefault(key, []).append(text[i + 10 : i + 80])
 
 
-def plain_fits_pixels(path: str, hdu=None) -> PlainPixels | None:
-    """Locate the chosen image HDU's pixels by walking the headers, without astropy.
+def _locate_pixels(path: str, hdu, image_id) -> PlainPixels | None:
+    """Walk the headers of a FITS file to the chosen HDU, without astropy.
 
-    Returns None whenever astropy must read the file instead: gzip or
-    tile-compressed data, BLANK values, random groups, a header that does
-    not parse, a file cut short.  HDUs are chosen as astropy's path chooses
-    them (see :func:`scan_images`).
+    HDUs are chosen as :func:`_fits_hdu` chooses them.  Returns where the
+    pixels lie for a plain image HDU, or None whenever astropy must read the
+    file: gzip or tile-compressed data, BLANK values, random groups,
+    a duplicated keyword that decides the layout or the scaling (astropy's
+    precedence among duplicates differs between its header and its data
+    scaling), a header that does not parse or is cut short.
+
+    Raises
+    ------
+    BadImageError
+        If the chosen HDU's data is cut short: the file ends before the
+        ``|BITPIX| / 8 * GCOUNT * (PCOUNT + NAXIS1 * ... * NAXISn)`` bytes its
+        header announces (uncompressed files only; gzip hides the size).
     """
     try:
         size_on_disk = os.path.getsize(path)
         with open(path, "rb") as f:
+            if f.read(2) == b"\x1f\x8b":  # gzip
+                return None
             offset, index = 0, 0
             while True:
                 f.seek(offset)
                 found = _read_header(f)
                 if found is None:
                     return None
-                raw, size = found
-                head = {k: _card_value(v) for k, v in raw.items() if k in _HEADER_KEYS}
-                if (index == 0 and (head.get("SIMPLE") is not True or head.get("GROUPS"))) or head.get("ZIMAGE"):
+                cards, size = found
+                if any(len(values) > 1 for key, values in cards.items() if key in _LAYOUT_KEYS or
+                       key.startswith("NAXIS")):
+                    return None
+                head = {key: _card_value(values[0]) for key, values in cards.items() if key in _LAYOUT_KEYS}
+                if index == 0 and (head.get("SIMPLE") is not True or head.get("GROUPS")):
                     return None
                 naxis, bitpix = head["NAXIS"], head["BITPIX"]
-                axes = [_card_value(raw[f"NAXIS{i}"]) for i in range(1, naxis + 1)]
+                axes = [_card_value(cards[f"NAXIS{i}"][0]) for i in range(1, naxis + 1)]
+                nbytes = abs(bitpix) // 8 * head.get("GCOUNT", 1) * (head.get("PCOUNT", 0) + (math.prod(axes) if naxis
+                                                                                               else 0))
                 image = index == 0 or head.get("XTENSION") == "IMAGE"
+                compressed = head.get("XTENSION") == "BINTABLE" and head.get("ZIMAGE") is True
+                has_data = naxis > 0 if image else compressed and head.get("ZNAXIS", 0) > 0
                 name = str(head.get("EXTNAME", "PRIMARY" if index == 0 else "")).upper()
-                if (hdu is None and image and naxis > 0) or hdu == index or (
-                    isinstance(hdu, str) and name == hdu.upper()
-                ):
-                    nbytes = abs(bitpix) // 8 * math.prod(axes) if naxis else 0
-                    if not image or naxis == 0 or "BLANK" in head or bitpix not in _BITPIX_DTYPES or (
-                        offset + size + nbytes > size_on_disk
-                    ):
-                        return None
-                    return PlainPixels(offset + size, _BITPIX_DTYPES[bitpix], tuple(reversed(axes)),
-                                       float(head.get("BSCALE", 1.0)), float(head.get("BZERO", 0.0)))
-                data = abs(bitpix) // 8 * head.get("GCOUNT", 1) * (head.get("PCOUNT", 0) + (math.prod(axes) if naxis
-                                                                                              else 0))
-                offset += size + -(-data // _BLOCK) * _BLOCK
+                if (hdu is None and has_data) or hdu == index or (isinstance(hdu, str) and name == hdu.upper()):
+                    break
+                offset += size + -(-nbytes // _BLOCK) * _BLOCK
                 index += 1
+            scaling = {key: _card_value(cards[key][0]) for key in ("BSCALE", "BZERO") if key in cards}
+            unusual = "BLANK" in cards or any(len(cards.get(key, ())) > 1 for key in ("BSCALE", "BZERO"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    start = offset + size
+    if start + nbytes > size_on_disk:
+        shape = ", ".join(f"NAXIS{i}={n}" for i, n in enumerate(axes, 1))
+        raise BadImageError(image_id, f"FITS data cut short: HDU {index} (BITPIX={bitpix}, {shape}) needs {nbytes} "
+                                      f"bytes from byte {start}, but the file ends at byte {size_on_disk}")
+    if not image or naxis == 0 or bitpix not in _BITPIX_DTYPES or unusual:
+        return None
+    return PlainPixels(start, _BITPIX_DTYPES[bitpix], tuple(reversed(axes)), scaling.get("BSCALE", 1),
+                       scaling.get("BZERO", 0))
+
+
+def plain_fits_pixels(path: str, hdu=None) -> PlainPixels | None:
+    """Locate the chosen image HDU's pixels by walking the headers, without astropy.
+
+    Returns None whenever astropy must read the file instead: gzip or
+    tile-compressed data, BLANK values, random groups, duplicated layout or
+    scaling keywords, a header that does not parse, a file cut short.  HDUs
+    are chosen as astropy's path chooses them (see :func:`scan_images`).
+    """
+    try:
+        return _locate_pixels(path, hdu, path)
+    except BadImageError:
+        return None
+
+
+def physical_values(raw: np.ndarray, bscale=1, bzero=0) -> np.ndarray:
+    """``BZERO + BSCALE * raw`` computed as astropy computes it, in the same dtype.
+
+    - ``BSCALE = 1``, ``BZERO = 0``: the stored values, unchanged.
+    - ``BSCALE = 1`` with ``BZERO = -128`` on bytes, or ``2**(bits - 1)`` on
+      16, 32 and 64-bit integers (the FITS conventions for signed bytes and
+      unsigned integers): exact signed bytes / unsigned integers.
+    - Otherwise 8 and 16-bit integers become float32, 32 and 64-bit integers
+      float64, floats keep their width; in that precision the values are
+      multiplied by ``BSCALE``, then ``BZERO`` is added.
+
+    Parameters
+    ----------
+    raw : numpy.ndarray
+        Stored values in the dtype of their BITPIX (unsigned bytes, signed
+        16, 32 or 64-bit integers, floats), in either byte order.
+    bscale, bzero : int or float
+        The header's values, as parsed (an int stays an int).
+    """
+    if bscale == 1 and bzero == 0:
+        return raw
+    kind, bits = raw.dtype.kind, raw.dtype.itemsize * 8
+    if bscale == 1 and ((kind == "u" and bits == 8 and bzero == -128) or (kind == "i" and bzero == 1 << (bits - 1))):
+        unsigned = np.dtype(f"u{bits // 8}")
+        stored = raw.view(unsigned.newbyteorder(raw.dtype.byteorder))
+        flipped = stored ^ np.array(1 << (bits - 1), dtype=unsigned)  # adds the offset, exactly (native order)
+        return flipped.view(np.int8 if bits == 8 else unsigned)
+    if kind in "iu":
+        data = raw.astype(np.float32 if bits <= 16 else np.float64)
+    else:
+        data = raw.astype(raw.dtype.newbyteorder("="))
+    if bscale != 1:
+        np.multiply(data, bscale, out=data)
+    if bzero != 0:
+        np.add(data, bzero, out=data)
+    return data
 
 
 def _read_plain_fits(path: str, pixels: PlainPixels, image_id) -> np.ndarray:
@@ -427,15 +549,12 @@ def _read_plain_fits(path: str, pixels: PlainPixels, image_id) -> np.ndarray:
         raise BadImageError(image_id, f"unreadable FITS file ({exc})") from None
     if raw.size != count:
         raise BadImageError(image_id, "unreadable FITS file (data cut short)")
-    raw = raw.reshape(pixels.shape)
-    if pixels.bscale != 1.0 or pixels.bzero != 0.0:
-        return raw * pixels.bscale + pixels.bzero  # float64, as the FITS standard defines physical values
-    return raw
+    return physical_values(raw.reshape(pixels.shape), pixels.bscale, pixels.bzero)
 
 
 def _scan_fits(source: Source, hdu) -> None:
     """Find the shape of a FITS source's image (and where its pixels lie, for plain files)."""
-    source.pixels = plain_fits_pixels(source.path, hdu)
+    source.pixels = _locate_pixels(source.path, hdu, source.name)
     if source.pixels is not None:
         source.image_shape = source.pixels.shape
         return
@@ -526,10 +645,7 @@ def scan_images(refs: Sequence[ImageRef], input_shape: tuple, *, hdu=None, crop_
             bad.extend(data_bad)
             good = [ref for ref in good if ref.id not in bad_ids]
     if bad and not skip_bad:
-        lines = "\n".join(f"  {image_id}: {reason}" for image_id, reason in bad[:10])
-        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise BadImageError(None, f"{len(bad)} bad input image(s); nothing was predicted "
-                                  f"(pass skip_bad=True / --skip-bad to skip them):\n{lines}{more}", bad)
+        raise bad_images_error(bad)
     return good, bad
 
 
@@ -576,7 +692,7 @@ class ImageReader:
     def _conform(self, raw: np.ndarray, stacked: bool, image_id) -> np.ndarray:
         """Raw image(s) to float32 ``(n, H, W, C)``; untouched when already of the model's shape."""
         images = raw if stacked else raw[np.newaxis]
-        if not np.issubdtype(images.dtype, np.number) or np.issubdtype(images.dtype, np.complexfloating):
+        if images.dtype.kind not in PIXEL_KINDS:
             raise BadImageError(image_id, f"pixels must be real numbers, not {images.dtype}")
         layout = _image_layout(tuple(images.shape[1:]), self.input_shape[2])
         if layout is None:

@@ -108,12 +108,15 @@ def register_cli(subparsers) -> None:
                    help="threshold policy: keras_sdss, keras_candels, tflearn_sdss, tflearn_candels")
     p.add_argument("--output", "-o", metavar="FILE", help="table to write (default: CSV on standard output)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--batch-size", type=_argument_type(_int_at_least("batch_size", 1)), default=64, metavar="B")
+    p.add_argument("--batch-size", type=_argument_type(_int_at_least("batch_size", 1)), default=64, metavar="B",
+                   help="images per forward pass (default: 64; at most the number of images is used)")
     p.add_argument("--chunk-size", type=_argument_type(_int_at_least("chunk_size", 1)), default=4096, metavar="K",
                    help="images per saved chunk (default: 4096)")
     p.add_argument("--shard", type=_argument_type(_shard), metavar="I/N",
                    help="predict only the I-th (1-based) of N contiguous blocks of the sorted images")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last complete chunk")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted or failed run from its last complete chunk (a finished output is "
+                   "kept only if it is the table of the same run)")
     p.add_argument("--mc-samples", type=_argument_type(_int_at_least("mc_samples", 0)), default=0, metavar="N",
                    help="add Monte-Carlo dropout mean and std from N passes (keras flavor)")
     p.add_argument("--seed", type=_argument_type(_int_at_least("seed", 0)), default=0, help="seed of the MC passes")
