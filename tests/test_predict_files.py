@@ -18,6 +18,8 @@ from gamornet.batch_predict import CHUNKS_SUFFIX, merge_tables, predict_files, r
 from gamornet.network import CLASS_NAMES
 from gamornet.thresholds import classify_probabilities
 
+from helpers import ORDER_ATOL
+
 SHAPE = (32, 32, 1)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTS = {"input_shape": SHAPE, "progress": False}
@@ -70,12 +72,12 @@ def _assert_same_table(a: Table, b: Table) -> None:
 def test_array_input_equals_predict_keras(images, expected, model_path):
     table = predict_files(images, model_path, **OPTS)
     assert table["id"].tolist() == list(range(len(images)))
-    np.testing.assert_allclose(_probs(table), expected, atol=1e-6)
+    np.testing.assert_allclose(_probs(table), expected, rtol=0, atol=ORDER_ATOL)
     assert table["label"].tolist() == classify_probabilities(expected, "keras_sdss").tolist()
     assert table.meta["model"] == model_path and table.meta["flavor"] == "keras"
     assert table.meta["policy"] == "keras_sdss" and table.meta["shape"] == "32,32,1" and table.meta["version"]
     three_d = predict_files(images[..., 0], model_path, **OPTS)  # (N, H, W) for a one-channel model
-    np.testing.assert_allclose(_probs(three_d), expected, atol=1e-6)
+    np.testing.assert_allclose(_probs(three_d), expected, rtol=0, atol=ORDER_ATOL)
 
 
 def test_npy_stacks_are_memory_mapped(images, expected, model_path, tmp_path):
@@ -85,7 +87,7 @@ def test_npy_stacks_are_memory_mapped(images, expected, model_path, tmp_path):
     assert isinstance(refs[0].source.data, np.memmap)
     table = predict_files(str(tmp_path), model_path, batch_size=3, **OPTS)
     assert table["id"].tolist() == ["a.npy:0", "a.npy:1", "a.npy:2", "a.npy:3", "b.npy:0", "b.npy:1", "b.npy:2"]
-    np.testing.assert_allclose(_probs(table), expected, atol=1e-6)
+    np.testing.assert_allclose(_probs(table), expected, rtol=0, atol=ORDER_ATOL)
 
 
 def test_fits_layouts_2d_hw1_1hw(images, expected, model_path, tmp_path):
@@ -95,7 +97,7 @@ def test_fits_layouts_2d_hw1_1hw(images, expected, model_path, tmp_path):
     fits.writeto(tmp_path / "d.fits", images[3, :, :, 0].astype(np.float64))
     table = predict_files(str(tmp_path), model_path, **OPTS)
     assert table["id"].tolist() == ["a.fits", "b.fits", "c.fits", "d.fits"]
-    np.testing.assert_allclose(_probs(table), expected[:4], atol=1e-6)
+    np.testing.assert_allclose(_probs(table), expected[:4], rtol=0, atol=ORDER_ATOL)
 
 
 def test_fits_named_and_numbered_hdu(images, expected, model_path, tmp_path):
@@ -103,10 +105,10 @@ def test_fits_named_and_numbered_hdu(images, expected, model_path, tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(images[5, :, :, 0], name="ERR"),
                   fits.ImageHDU(images[6, :, :, 0], name="SCI")]).writeto(path)
     default = predict_files(str(path), model_path, **OPTS)  # empty primary: the first HDU with data
-    np.testing.assert_allclose(_probs(default), expected[5:6], atol=1e-6)
+    np.testing.assert_allclose(_probs(default), expected[5:6], rtol=0, atol=ORDER_ATOL)
     for hdu in ("SCI", 2):
         np.testing.assert_allclose(_probs(predict_files(str(path), model_path, hdu=hdu, **OPTS)), expected[6:7],
-                                   atol=1e-6)
+                                   rtol=0, atol=ORDER_ATOL)
     with pytest.raises(ValueError, match=r"multi\.fits.*no HDU 'NOPE'"):
         predict_files(str(path), model_path, hdu="NOPE", **OPTS)
 
@@ -122,7 +124,8 @@ def test_fits_integer_with_bscale_bzero(model_path, tmp_path):
         assert hdul[0].data.dtype.kind == "i"  # stored as integers
     physical = (raw.astype(np.float64) * 0.05 + 10.0).astype(np.float32)[None, :, :, None]
     table = predict_files(str(tmp_path / "int.fits"), model_path, **OPTS)
-    np.testing.assert_allclose(_probs(table), gamornet_predict_keras(physical, model_path, SHAPE), atol=1e-6)
+    np.testing.assert_allclose(_probs(table), gamornet_predict_keras(physical, model_path, SHAPE), rtol=0,
+                               atol=ORDER_ATOL)
 
 
 @pytest.mark.parametrize(
@@ -144,8 +147,8 @@ def test_plain_fits_reader_equals_astropy(tmp_path, dtype, scale):
         refs, _ = io.list_images(str(tmp_path / "x.fits"))
         good, _ = io.scan_images(refs, SHAPE, hdu=hdu_choice)
         ours = io.ImageReader(SHAPE, hdu=hdu_choice).read(good).images[0, :, :, 0]
-        theirs = fits.getdata(tmp_path / "x.fits", ext=2).astype(np.float64).astype(np.float32)
-        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+        theirs = fits.getdata(tmp_path / "x.fits", ext=2).astype(np.float32)
+        np.testing.assert_array_equal(ours, theirs)  # the same physical values as astropy, cast to float32
 
 
 def test_gzip_compressed_and_blank_fits_go_through_astropy(images, expected, model_path, tmp_path):
@@ -159,7 +162,7 @@ def test_gzip_compressed_and_blank_fits_go_through_astropy(images, expected, mod
         assert io.plain_fits_pixels(str(tmp_path / name)) is None
     table = predict_files(str(tmp_path), model_path, **OPTS)
     assert table["id"].tolist() == ["a.fits.gz", "b.fits.fz", "c.fits"]
-    np.testing.assert_allclose(_probs(table)[0], expected[0], atol=1e-6)
+    np.testing.assert_allclose(_probs(table)[0], expected[0], rtol=0, atol=ORDER_ATOL)
     np.testing.assert_array_equal(_probs(table)[1], _probs(table)[2])  # same integers, two astropy paths
 
 
@@ -168,11 +171,11 @@ def test_glob_and_list_of_paths(images, expected, model_path, tmp_path):
     _fits_dir(tmp_path / "two", images[3:5])
     table = predict_files(str(tmp_path / "*" / "g0[01].fits"), model_path, **OPTS)
     assert table["id"].tolist() == ["one/g00.fits", "one/g01.fits", "two/g00.fits", "two/g01.fits"]
-    np.testing.assert_allclose(_probs(table), expected[[0, 1, 3, 4]], atol=1e-6)
+    np.testing.assert_allclose(_probs(table), expected[[0, 1, 3, 4]], rtol=0, atol=ORDER_ATOL)
     listed = predict_files([str(tmp_path / "two" / "g01.fits"), str(tmp_path / "one" / "g02.fits"),
                             str(tmp_path / "one" / "g02.fits")], model_path, **OPTS)
     assert listed["id"].tolist() == ["one/g02.fits", "two/g01.fits"]  # sorted, each once
-    np.testing.assert_allclose(_probs(listed), expected[[2, 4]], atol=1e-6)
+    np.testing.assert_allclose(_probs(listed), expected[[2, 4]], rtol=0, atol=ORDER_ATOL)
 
 
 # ---------------------------------------------------------------- validation
@@ -198,7 +201,7 @@ def test_crop_and_pad(images, model_path, tmp_path):
     padded = np.pad(small, ((1, 2), (2, 2)), constant_values=-1.0)
     table = predict_files(str(tmp_path), model_path, crop_pad=-1.0, **OPTS)
     reference = gamornet_predict_keras(np.stack([cropped, padded])[..., None], model_path, SHAPE)
-    np.testing.assert_allclose(_probs(table), reference, atol=1e-6)
+    np.testing.assert_allclose(_probs(table), reference, rtol=0, atol=ORDER_ATOL)
     np.testing.assert_array_equal(io.crop_or_pad(small[None, :, :, None], (32, 32), -1.0)[0, :, :, 0], padded)
 
 
@@ -215,7 +218,7 @@ def test_nan_pixels_error_or_fill(images, model_path, tmp_path):
     assert not (tmp_path / "o.ecsv").exists() and not os.path.exists(str(tmp_path / "o.ecsv") + CHUNKS_SUFFIX)
     filled = predict_files(str(tmp_path), model_path, nan_fill=0.0, **OPTS)
     reference = gamornet_predict_keras(np.nan_to_num(bad, nan=0.0)[None, :, :, None], model_path, SHAPE)
-    np.testing.assert_allclose(_probs(filled), reference, atol=1e-6)
+    np.testing.assert_allclose(_probs(filled), reference, rtol=0, atol=ORDER_ATOL)
 
 
 def test_mixed_good_and_bad_files(images, expected, model_path, tmp_path, monkeypatch):
@@ -238,7 +241,7 @@ def test_mixed_good_and_bad_files(images, expected, model_path, tmp_path, monkey
     with pytest.warns(UserWarning, match="3 bad image"):
         table = predict_files(str(tmp_path), model_path, output=str(out), skip_bad=True, **OPTS)
     assert table["id"].tolist() == ["g00.fits", "g01.fits", "g02.fits"]
-    np.testing.assert_allclose(_probs(table), expected[:3], atol=1e-6)
+    np.testing.assert_allclose(_probs(table), expected[:3], rtol=0, atol=ORDER_ATOL)
     skipped = Table.read(str(out) + ".skipped.csv", format="ascii.csv")
     assert skipped["id"].tolist() == ["broken.fits", "wrong.fits", "z_nan.fits"]
     assert table.meta["nskipped"] == 3 and table.meta["skipped"][2].startswith("z_nan.fits: has NaN")
@@ -382,7 +385,7 @@ def test_mc_samples_add_mean_and_std(images, expected, model_path):
     table = predict_files(images, model_path, mc_samples=4, batch_size=3, **OPTS)
     for c in CLASS_NAMES:
         assert f"p_{c}_mean" in table.colnames and f"p_{c}_std" in table.colnames
-    np.testing.assert_allclose(_probs(table), expected, atol=1e-6)  # p_* stay deterministic
+    np.testing.assert_allclose(_probs(table), expected, rtol=0, atol=ORDER_ATOL)  # p_* stay deterministic
     assert (_probs(table, "_std") > 0).all()
     np.testing.assert_allclose(_probs(table, "_mean").sum(axis=1), 1.0, atol=1e-5)
     assert table["label"].tolist() == classify_probabilities(_probs(table, "_mean"), "keras_sdss").tolist()
@@ -448,7 +451,7 @@ def test_cli_predict_shards_and_merge(images, model_path, tmp_path, capsys):
     assert "5 images" in capsys.readouterr().out
     _assert_same_table(read_table(tmp_path / "merged.ecsv"), read_table(tmp_path / "all.fits"))
     np.testing.assert_allclose(_probs(read_table(tmp_path / "all.fits")),
-                               _probs(predict_files(images[:5], model_path, **OPTS)), atol=1e-6)
+                               _probs(predict_files(images[:5], model_path, **OPTS)), rtol=0, atol=ORDER_ATOL)
     assert main(["predict", pattern, *common, "--mc-samples", "2"]) == 0  # no --output: CSV on stdout
     printed = Table.read(capsys.readouterr().out, format="ascii.csv")
     assert len(printed) == 5 and "p_disk_std" in printed.colnames
@@ -511,5 +514,5 @@ def test_tflearn_flavor_uses_gamornet_predict_tflearn(images, tmp_path):
     np.save(tmp_path / "x.npy", images)
     table = predict_files(str(tmp_path / "x.npy"), prefix, flavor="tflearn", batch_size=3, **OPTS)
     reference = gamornet_predict_tflearn(images, prefix, SHAPE, progress=False)
-    np.testing.assert_allclose(_probs(table), reference, atol=1e-6)
+    np.testing.assert_allclose(_probs(table), reference, rtol=0, atol=ORDER_ATOL)
     assert table.meta["flavor"] == "tflearn" and table.meta["policy"] == "tflearn_sdss"

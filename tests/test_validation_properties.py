@@ -156,7 +156,8 @@ def test_classify_probabilities_accepts_only_probability_rows(probabilities, nor
 @settings(max_examples=40, deadline=None)
 @given(batch_size=st.one_of(JUNK, st.integers(-3, 10**13)), input_shape=st.one_of(st.just((8, 8, 1)), JUNK),
        individual=st.one_of(st.booleans(), JUNK))
-def test_predict_keras_refuses_bad_arguments_before_loading_anything(batch_size, input_shape, individual, tmp_path_factory):
+def test_predict_keras_refuses_bad_arguments_before_loading_anything(batch_size, input_shape, individual,
+                                                                    tmp_path_factory):
     from gamornet.keras_module import gamornet_predict_keras
 
     missing = str(tmp_path_factory.getbasetemp() / "no_such_model.keras")
