@@ -25,7 +25,9 @@ only when a function needs them.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import warnings
 
 from gamornet import utils
@@ -308,7 +310,12 @@ def convert(src, dst, input_shape=None, *, progress: bool = True) -> str:
     with utils.atomic_path(dst, suffix=suffix) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save")
-            model.save(tmp)
+            try:
+                model.save(tmp)
+            except RuntimeError as exc:  # HDF5 reports failed writes (a full disk...) so, the errno in its text
+                found = re.search(r"errno = (\d+)", str(exc))
+                code = int(found.group(1)) if found else errno.EIO
+                raise OSError(code, os.strerror(code), tmp) from exc
     return dst
 
 

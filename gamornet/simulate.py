@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import functools
 import math
 import multiprocessing
@@ -676,6 +677,47 @@ def _move_in_set(staging: Path, out: Path) -> None:
     os.replace(staging / "catalog.ecsv", out / "catalog.ecsv")
 
 
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give errors of writing ``path`` that name no file (those of file objects) its name."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+def _write_set(staging: Path, out: Path, config: SurveyConfig, seed: int, n: int, workers: int, chunk_size: int,
+               progress: bool, fits: bool) -> None:
+    """Render a set into ``staging``, then swap it into ``out``."""
+    fits_dir = None
+    if fits:
+        fits_dir = staging / "fits"
+        fits_dir.mkdir(mode=0o777)
+    with _naming(staging / "images.npy"):
+        images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.float32,
+                                           shape=(n, *config.shape, 1))
+        if hasattr(os, "posix_fallocate"):  # claim the space now: a full disk fails here, not as a fault when mapped
+            with open(staging / "images.npy", "r+b") as f:
+                try:
+                    os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+    rows: list = [None] * n
+    tasks = _run_tasks(config, seed, n, workers, chunk_size, progress, None if fits_dir is None else str(fits_dir))
+    for start, block, block_rows in tasks:
+        images[start : start + len(block)] = block
+        rows[start : start + len(block)] = block_rows
+    images.flush()
+    del images
+    with _naming(staging / "catalog.ecsv"):
+        _catalog(rows, config, seed).write(staging / "catalog.ecsv", format="ascii.ecsv", overwrite=True)
+    _retire_set(out)
+    _move_in_set(staging, out)
+
+
 def simulate_to_disk(output_dir: str | os.PathLike, n: int, survey: str | SurveyConfig = "SDSS", seed: int = 0,
                      workers: int | None = None, fits: bool = False, chunk_size: int = 128, progress: bool = True,
                      overwrite: bool = False, **overrides: Any) -> Path:
@@ -724,7 +766,7 @@ def simulate_to_disk(output_dir: str | os.PathLike, n: int, survey: str | Survey
     """
     from filelock import FileLock, Timeout
 
-    from gamornet.utils import make_output_dir
+    from gamornet.utils import OUTPUT_ERROR_FLAG, make_output_dir, output_error
 
     workers = _check_common(n, workers)
     seed = _check_seed(seed)
@@ -751,25 +793,19 @@ def simulate_to_disk(output_dir: str | os.PathLike, n: int, survey: str | Survey
             raise FileExistsError(f"`output_dir` already holds a simulated set (use overwrite=True). Received: {out}")
         for stale in out.glob(".simulate-*.part"):  # left by a killed run; the lock keeps live ones out
             shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=".simulate-", suffix=".part", dir=out))
         try:
-            fits_dir = None
-            if fits:
-                fits_dir = staging / "fits"
-                fits_dir.mkdir(mode=0o777)
-            images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.float32,
-                                               shape=(n, *config.shape, 1))
-            rows: list = [None] * n
-            tasks = _run_tasks(config, seed, n, workers, int(chunk_size), progress,
-                               None if fits_dir is None else str(fits_dir))
-            for start, block, block_rows in tasks:
-                images[start : start + len(block)] = block
-                rows[start : start + len(block)] = block_rows
-            images.flush()
-            del images
-            _catalog(rows, config, seed).write(staging / "catalog.ecsv", format="ascii.ecsv", overwrite=True)
-            _retire_set(out)
-            _move_in_set(staging, out)
+            staging = Path(tempfile.mkdtemp(prefix=".simulate-", suffix=".part", dir=out))
+        except OSError as exc:
+            raise output_error(exc, out) from exc
+        try:
+            _write_set(staging, out, config, seed, n, workers, int(chunk_size), progress, fits)
+        except OSError as exc:  # no space, quota...: name the file of the set, not its staging copy
+            if getattr(exc, OUTPUT_ERROR_FLAG, False):
+                raise
+            name = os.fsdecode(exc.filename) if exc.filename is not None else str(out)
+            if name.startswith(str(staging)):
+                name = str(out) + name[len(str(staging)):]
+            raise output_error(exc, name) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:

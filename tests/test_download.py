@@ -481,8 +481,11 @@ def test_bad_network_settings_are_refused_before_any_request(tree, tmp_path, opt
         assert server.requests == []
 
 
-def test_cli_refuses_bad_network_settings(capsys):
+def test_cli_refuses_bad_network_settings(tmp_path, monkeypatch, capsys):
     from gamornet.cli import main
+
+    monkeypatch.setenv("GAMORNET_HOME", str(tmp_path))
+    monkeypatch.setenv("GAMORNET_MODELS_URL", dead_url())  # never the authors' server, whatever happens
 
     for argv, shown in ((["--retries", "-1"], "--retries must be an integer >= 0. Received: --retries='-1'"),
                         (["--timeout", "0"], "--timeout must be a finite number > 0. Received: --timeout='0'"),

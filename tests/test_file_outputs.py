@@ -165,3 +165,15 @@ def test_full_disk_while_predicting_ends_in_one_line(tmp_path, trained_keras_mod
     assert lines[-1].startswith(f"gamornet predict: error: cannot write {tmp_path}") and lines[-1].endswith(
         ": File too large"), lines
     assert not output.exists() and not list(tmp_path.rglob(".*.part*"))  # no table, no temporary file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["model.hdf5", "model.keras"])
+def test_full_disk_while_converting_ends_in_one_line(tmp_path, trained_keras_model, name):
+    model, _ = trained_keras_model
+    result = run_gamornet(["convert", model, tmp_path / name, "--quiet"], REPO, file_size_limit=1_000_000,
+                          timeout=300)  # HDF5 and zip writers both meet a full disk
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == f"gamornet convert: error: cannot write {tmp_path / name}: " \
+                                                     "File too large"
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,8 @@ from astropy.table import Table
 from gamornet import cli
 from gamornet import simulate as sim
 
+from helpers import run_gamornet
+
 NO_BULGE = 99.0  # a magnitude whose flux is negligible
 
 
@@ -270,3 +272,16 @@ def test_galaxy_ids_of_simulated_files():
     for other in ("ngc1300.fits", "gal_12.fits.gz", "images.npy", "stack.npy:3", "7", "gal_x.fits"):
         assert sim.galaxy_id(other) is None
     assert sim.FITS_NAME.format(42) == "gal_000042.fits"
+
+
+def test_full_disk_keeps_the_old_set_and_ends_in_one_line(tmp_path):
+    out = tmp_path / "set"
+    args = ["simulate", "--survey", "CANDELS", "--output", out, "--quiet", "--workers", "1"]
+    assert cli.main([*map(str, args), "-n", "3", "--seed", "0", "--fits"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run_gamornet([*args, "-n", "50", "--seed", "1", "--fits", "--overwrite"], REPO,
+                          file_size_limit=100_000)  # the new images.npy needs 1.4 MB: as if the disk were full
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"gamornet simulate: error: cannot write {out / 'images.npy'}: File too large"]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
