@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -399,6 +400,9 @@ def _cli_main(args: argparse.Namespace) -> int:
         get_policy(args.policy)  # a bad name fails before any file is read
     predictions = _read_table(args.predictions, "PREDICTIONS")
     policy = table_policy(predictions, args.policy)
+    if args.policy is None and "policy" not in {str(k).lower() for k in predictions.meta}:
+        print(f"gamornet evaluate: note: PREDICTIONS record no threshold policy (a .csv table has no metadata); "
+              f"scoring with {policy.name}. Choose another with --policy.", file=sys.stderr)
     probs, true = evaluate_tables(predictions, _read_table(args.catalog, "CATALOG"))
     out = Path(make_output_dir(args.output))
     result = summary(true, probs, policy)

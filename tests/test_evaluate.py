@@ -155,8 +155,12 @@ def test_evaluate_takes_the_policy_recorded_by_predict(tmp_path, capsys):
     assert cli.main(["evaluate", str(tmp_path / "pred.ecsv"), str(tmp_path / "cat.ecsv"), "--output", str(out),
                      "--policy", "keras_sdss"]) == 0  # the user's choice wins
     assert json.loads((out / "summary.json").read_text())["n_classified"] == 7
-    _prediction_table(PROBS, {"policy": "custom"}).write(tmp_path / "custom.ecsv")
+    _prediction_table(PROBS).write(tmp_path / "plain.csv", format="ascii.csv")  # no metadata: the default, said so
     capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "plain.csv"), str(tmp_path / "cat.ecsv"), "--output", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["policy"] == "keras_sdss"
+    assert "record no threshold policy" in capsys.readouterr().err
+    _prediction_table(PROBS, {"policy": "custom"}).write(tmp_path / "custom.ecsv")
     assert cli.main(["evaluate", str(tmp_path / "custom.ecsv"), str(tmp_path / "cat.ecsv"), "--output", str(out)]) == 2
     assert "pass --policy" in capsys.readouterr().err
 
