@@ -401,7 +401,7 @@ def _cli_main(args: argparse.Namespace) -> int:
     predictions = _read_table(args.predictions, "PREDICTIONS")
     policy = table_policy(predictions, args.policy)
     if args.policy is None and "policy" not in {str(k).lower() for k in predictions.meta}:
-        print(f"gamornet evaluate: note: PREDICTIONS record no threshold policy (a .csv table has no metadata); "
+        print(f"gamornet evaluate: note: PREDICTIONS record no threshold policy (.csv tables hold no metadata); "
               f"scoring with {policy.name}. Choose another with --policy.", file=sys.stderr)
     probs, true = evaluate_tables(predictions, _read_table(args.catalog, "CATALOG"))
     out = Path(make_output_dir(args.output))

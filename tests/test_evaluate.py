@@ -181,7 +181,7 @@ def test_evaluate_refuses_rows_that_are_not_probabilities(tmp_path, capsys):
 
 def test_full_disk_leaves_the_previous_report_whole(tmp_path, capsys):
     _catalog().write(tmp_path / "cat.ecsv")
-    _prediction_table(PROBS).write(tmp_path / "pred.ecsv")
+    _prediction_table(PROBS, {"policy": "keras_sdss"}).write(tmp_path / "pred.ecsv")
     out = tmp_path / "report"
     args = ["evaluate", tmp_path / "pred.ecsv", tmp_path / "cat.ecsv", "--output", out]
     assert run_gamornet(args, REPO).returncode == 0
