@@ -25,7 +25,9 @@ only when a function needs them.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import warnings
 
 from gamornet import utils
@@ -246,6 +248,20 @@ def _is_keras_path(path: str) -> bool:
     return os.fspath(path).lower().endswith(KERAS_SUFFIXES)
 
 
+def _read_source(path: str, published: str | None, flavor: str, progress: bool):
+    """The weights of ``path``; a published model whose cached copy fails to load is checked and fetched again."""
+    from gamornet.keras_model import read_weights
+
+    try:
+        return read_weights(path)
+    except (ValueError, OSError):
+        from gamornet.download import repair_model
+
+        if published is None or not repair_model(published, flavor, progress=progress):
+            raise  # not a published model, or its cached copy is sound: the failure is not the file's
+    return read_weights(path)
+
+
 def convert(src, dst, input_shape=None, *, progress: bool = True) -> str:
     """Convert a GaMorNet model between the Keras and TFLearn forms (or re-save it in the same form).
 
@@ -276,13 +292,12 @@ def convert(src, dst, input_shape=None, *, progress: bool = True) -> str:
     shape = utils.check_input_shape(input_shape) if input_shape is not None else None
     dst = os.fspath(dst)
     to_keras = _is_keras_path(dst)
-    if utils.is_published_model(src):
-        src = utils.resolve_model_path(src, "tflearn" if to_keras else "keras", progress=progress)
+    published = src if utils.is_published_model(src) else None
+    if published is not None:
+        src = utils.resolve_model_path(published, "tflearn" if to_keras else "keras", progress=progress)
     if not isinstance(src, (str, os.PathLike)) or not os.fspath(src):
         raise ValueError(f"`src` must be a model file, checkpoint prefix or published name. Received: src={src!r}")
-    from gamornet.keras_model import read_weights
-
-    weights = read_weights(os.fspath(src))
+    weights = _read_source(os.fspath(src), published, "tflearn" if to_keras else "keras", progress)
     if not to_keras:
         return write_tflearn_checkpoint(weights, dst, shape)
     from gamornet.keras_model import apply_weights, build_keras_model
@@ -290,13 +305,17 @@ def convert(src, dst, input_shape=None, *, progress: bool = True) -> str:
     arrays, lrn, pre, shape, _ = _weights_of(weights, shape)
     model = build_keras_model(shape, lrn=lrn, preprocessing=pre)
     apply_weights(model, weights, input_shape=shape)
-    directory = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(directory, exist_ok=True)
+    utils.make_output_dir(os.path.dirname(os.path.abspath(dst)))
     suffix = os.path.splitext(dst)[1]
     with utils.atomic_path(dst, suffix=suffix) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save")
-            model.save(tmp)
+            try:
+                model.save(tmp)
+            except RuntimeError as exc:  # HDF5 reports failed writes (a full disk...) so, the errno in its text
+                found = re.search(r"errno = (\d+)", str(exc))
+                code = int(found.group(1)) if found else errno.EIO
+                raise OSError(code, os.strerror(code), tmp) from exc
     return dst
 
 

@@ -94,12 +94,12 @@ def run_demo(output: str = "gamornet_demo", settings: DemoSettings | None = None
     from gamornet import evaluate
     from gamornet.keras_module import gamornet_predict_keras, gamornet_train_keras
     from gamornet.thresholds import classify_probabilities, get_policy
-    from gamornet.utils import atomic_path
+    from gamornet.utils import atomic_path, make_output_dir
 
     settings = settings or DemoSettings()
     _check_settings(settings)
     progress = verbose > 0
-    os.makedirs(output, exist_ok=True)
+    make_output_dir(output)
     say = print if progress else (lambda *a, **k: None)
     started = time.time()
 

@@ -9,7 +9,11 @@ Every remote file goes through :func:`fetch_file` / :func:`fetch_model`:
   are tried in order, each with a timeout and a bounded number of retries.
 - Cache: ``GAMORNET_HOME`` if set, else the per-user cache directory; files keep
   their published relative paths.  A cached file is used without any network
-  access; ``GAMORNET_OFFLINE=1`` forbids network access altogether.
+  access, after a check for damage on its first use in a process (not empty;
+  a model's content readable and complete); ``verify=True`` (``gamornet
+  download``) checks it as a fresh download is checked.  A damaged cached file
+  is downloaded again.  ``GAMORNET_OFFLINE=1`` forbids network access
+  altogether (a damaged cached file is then an error naming its path).
 - Safety: files are written to a temporary folder next to their final place,
   checked (size, SHA-256 where known, content) and only then moved in with
   :func:`os.replace`, all files of a checkpoint together.  A lock file in the
@@ -18,10 +22,12 @@ Every remote file goes through :func:`fetch_file` / :func:`fetch_model`:
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import glob
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -41,12 +47,14 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_RETRIES",
     "ModelDownloadError",
+    "check_transfer_options",
     "CacheDirError",
     "cache_dir",
     "mirror_urls",
     "is_offline",
     "fetch_file",
     "fetch_model",
+    "repair_model",
     "cached_path",
     "is_cached",
     "validate_keras_file",
@@ -133,6 +141,32 @@ def is_offline(offline: bool | None = None) -> bool:
     if offline is not None:
         return bool(offline)
     return os.environ.get("GAMORNET_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_transfer_options(timeout, retries, backoff) -> tuple[float, int, float]:
+    """Check the network settings shared by :func:`fetch_file` and :func:`fetch_model`.
+
+    Returns
+    -------
+    tuple
+        ``(timeout, retries, backoff)`` as float, int, float.
+
+    Raises
+    ------
+    ValueError
+        For a timeout that is not a finite number > 0, retries that are not an
+        integer >= 0, or a backoff that is not a finite number >= 0.
+    """
+    def number(value) -> bool:
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+    if not number(timeout) or timeout <= 0:
+        raise ValueError(f"`timeout` must be a finite number of seconds > 0. Received: timeout={timeout!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"`retries` must be an integer >= 0 (extra attempts per URL). Received: retries={retries!r}")
+    if not number(backoff) or backoff < 0:
+        raise ValueError(f"`backoff` must be a finite number of seconds >= 0. Received: backoff={backoff!r}")
+    return float(timeout), int(retries), float(backoff)
 
 
 def _join(base: str, relative_path: str) -> str:
@@ -291,7 +325,7 @@ def _download(url: str, target: Path, *, timeout: float, retries: int, backoff: 
             delay = backoff * 2**attempt
             _say(progress, f"  {url}: {exc}; retrying in {delay:g} s")
             time.sleep(delay)
-    raise AssertionError("unreachable")
+    raise ValueError(f"`retries` must be an integer >= 0. Received: retries={retries!r}")
 
 
 # --------------------------------------------------------------------------- the cache
@@ -341,12 +375,32 @@ def _fetch_group(
     retries: int,
     backoff: float,
     offline: bool | None,
+    recheck: Callable[[dict[str, Path]], None] | None = None,
+    verify: bool = False,
 ) -> list[Path]:
-    """Fetch files of one folder into the cache, all or none; return their cache paths."""
+    """Fetch files of one folder into the cache, all or none; return their cache paths.
+
+    Cached files are checked (:func:`_cached_problem`) before they are
+    returned; damaged ones are downloaded again.
+    """
     dests = [root / rel for rel in relative_paths]
+    damage = None
     if all(d.is_file() for d in dests):
-        return dests
-    if is_offline(offline):
+        damage = _cached_problem(relative_paths, dests, sha256, validate, recheck, verify)
+        if damage is None:
+            return dests
+        where = "\n".join(f"  {d}" for d in dests)
+        if is_offline(offline):
+            raise ModelDownloadError(
+                f"The cached copy of {label} is damaged ({damage}) and GAMORNET_OFFLINE is set, so it was not "
+                f"downloaded again. Cache path(s):\n{where}\nUnset GAMORNET_OFFLINE to download it again, or "
+                f"replace the file(s) with good copies. {MANUAL_DOWNLOAD_HELP}"
+            )
+        log.warning("The cached copy of %s is damaged (%s); downloading it again.", label, damage)
+        if progress:
+            print(f"The cached copy of {label} is damaged ({damage}); downloading it again.", file=sys.stderr,
+                  flush=True)
+    elif is_offline(offline):
         missing = "\n".join(f"  {d}" for d in dests if not d.is_file())
         raise ModelDownloadError(
             f"{label} is not in the cache and GAMORNET_OFFLINE is set, so nothing was downloaded. Missing:\n"
@@ -370,7 +424,9 @@ def _fetch_group(
     except OSError as exc:
         raise CacheDirError(f"Cannot lock the GaMorNet cache {root} ({exc}). Set GAMORNET_HOME.") from None
     try:
-        if all(d.is_file() for d in dests):  # another process finished it meanwhile
+        if all(d.is_file() for d in dests) and (  # another process finished (or repaired) it meanwhile
+            damage is None or _cached_problem(relative_paths, dests, sha256, validate, recheck, verify) is None
+        ):
             return dests
         for stale in folder.glob(f".{glob.escape(stem)}.*{_TEMP_SUFFIX}"):  # left by a killed process; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
@@ -397,6 +453,7 @@ def _fetch_group(
                     validate(tmp)
                 for rel, dest in zip(relative_paths, dests):
                     os.replace(tmp[rel], dest)
+                _remember_checked(dests)
                 return dests
             except _Failure as exc:
                 failures.append((url, str(exc)))
@@ -407,9 +464,72 @@ def _fetch_group(
             finally:
                 shutil.rmtree(tmpdir, ignore_errors=True)
             _say(progress, f"  failed: {failures[-1][1]}")
-        raise ModelDownloadError(_failure_message(label, failures, dests))
+        message = _failure_message(label, failures, dests)
+        if damage is not None:
+            message = f"{message}\nThe cached copy there is damaged ({damage}) and was left as it was."
+        raise ModelDownloadError(message)
     finally:
         lock.release()
+
+
+#: Cached files found sound in this process: tuple of paths -> their sizes, mtimes and inodes.
+_CHECKED: dict[tuple[str, ...], tuple] = {}
+
+
+def _signature(dests: list[Path]) -> tuple:
+    return tuple((st.st_size, st.st_mtime_ns, st.st_ino) for st in (os.stat(d) for d in dests))
+
+
+def _remember_checked(dests: list[Path]) -> None:
+    with contextlib.suppress(OSError):
+        _CHECKED[tuple(map(str, dests))] = _signature(dests)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cached_problem(relative_paths: list[str], dests: list[Path], sha256: Mapping[str, str],
+                    validate: Callable[[dict[str, Path]], None] | None,
+                    recheck: Callable[[dict[str, Path]], None] | None, verify: bool) -> str | None:
+    """Why cached files cannot be used, or ``None`` when they are sound.
+
+    The first use in a process checks that no file is empty and runs
+    ``recheck`` (readable, complete); later uses rely on that while the files
+    keep their size, mtime and inode.  ``verify`` always runs the checks of a
+    fresh download instead (SHA-256 where known and ``validate``).
+    """
+    try:
+        signature = _signature(dests)
+    except OSError as exc:
+        return f"cannot read {exc.filename}: {exc.strerror}"
+    known = _CHECKED.get(tuple(map(str, dests)))
+    if known == signature and not verify:
+        return None
+    empty = [str(d) for d, (size, _, _) in zip(dests, signature) if size == 0]
+    if empty:
+        return f"empty file {', '.join(empty)}"
+    mapping = dict(zip(relative_paths, dests))
+    try:
+        if verify:
+            for rel, dest in mapping.items():
+                expected = sha256.get(rel)
+                if expected and _file_sha256(dest) != expected.lower():
+                    return f"SHA-256 of {dest} differs from the published {expected.lower()}"
+            if validate is not None:
+                validate(mapping)
+        elif recheck is not None:
+            recheck(mapping)
+    except ValueError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read {exc.filename}: {exc.strerror}"
+    _remember_checked(dests)
+    return None
 
 
 # --------------------------------------------------------------------------- public API
@@ -427,8 +547,13 @@ def fetch_file(
     backoff: float = DEFAULT_BACKOFF,
     validate: Callable[[Path], None] | None = None,
     offline: bool | None = None,
+    verify: bool = False,
 ) -> Path:
     """Local copy of one file of the published tree, downloaded on first use.
+
+    A cached file is used without network access after checking that it is
+    not empty; with ``verify=True`` it is checked as a fresh download is
+    (``sha256``, ``validate``), and downloaded again if it fails.
 
     Parameters
     ----------
@@ -452,6 +577,8 @@ def fetch_file(
         Called with the downloaded temporary file; raises ``ValueError`` to reject it.
     offline : bool, optional
         Forbid network access; default ``GAMORNET_OFFLINE``.
+    verify : bool
+        Check a cached file as thoroughly as a download.
 
     Returns
     -------
@@ -460,11 +587,16 @@ def fetch_file(
 
     Raises
     ------
+    ValueError
+        For a bad ``timeout``, ``retries`` or ``backoff`` (see
+        :func:`check_transfer_options`) or path.
     ModelDownloadError
-        If every source fails (or offline mode forbids downloading).
+        If every source fails (or offline mode forbids downloading, or a
+        damaged cached file cannot be replaced offline).
     CacheDirError
         If the cache directory cannot be written.
     """
+    timeout, retries, backoff = check_transfer_options(timeout, retries, backoff)
     rel = _check_relative(relative_path)
     check = None if validate is None else (lambda tmp: validate(tmp[rel]))
     return _fetch_group(
@@ -479,6 +611,7 @@ def fetch_file(
         retries=retries,
         backoff=backoff,
         offline=offline,
+        verify=bool(verify),
     )[0]
 
 
@@ -505,8 +638,17 @@ def fetch_model(
     retries: int = DEFAULT_RETRIES,
     backoff: float = DEFAULT_BACKOFF,
     offline: bool | None = None,
+    verify: bool = False,
 ) -> str:
     """Local path of a published model, downloaded and checked on first use.
+
+    A cached model is checked before its first use in a process: no file
+    empty, and the content readable and complete (the HDF5 file opens and
+    lists its datasets; every GaMorNet variable of a checkpoint reads back
+    with a valid checksum; shapes are not compared).  ``verify=True`` (as
+    ``gamornet download`` does) checks it as a fresh download is: SHA-256
+    where known and the weight shapes for ``input_shape``.  A damaged cached
+    model is downloaded again (offline: an error naming its cache path).
 
     Parameters
     ----------
@@ -516,7 +658,7 @@ def fetch_model(
         Keras HDF5 file or TFLearn checkpoint (3 files).
     input_shape : str or tuple, optional
         Input shape the weights must fit; default the model's own (SDSS / CANDELS).
-    base_urls, cache_dir, progress, timeout, retries, backoff, offline
+    base_urls, cache_dir, progress, timeout, retries, backoff, offline, verify
         As for :func:`fetch_file`.
 
     Returns
@@ -527,23 +669,31 @@ def fetch_model(
     Raises
     ------
     ValueError
-        For an unknown name or flavour.
+        For an unknown name or flavour, or a bad ``timeout``, ``retries`` or ``backoff``.
     ModelDownloadError
-        If every source fails (or offline mode forbids downloading).
+        If every source fails (or offline mode forbids downloading, or a
+        damaged cached model cannot be replaced offline).
     CacheDirError
         If the cache directory cannot be written.
     """
     info = get_model_info(name, flavor)
+    timeout, retries, backoff = check_transfer_options(timeout, retries, backoff)
     from gamornet.utils import check_input_shape
 
     shape = check_input_shape(info.input_shape if input_shape is None else input_shape)
     prefix_name = Path(info.path).name
 
-    def validate(tmp: dict[str, Path]) -> None:
+    def check(files: dict[str, Path], at_shape) -> None:
         if flavor == "keras":
-            validate_keras_file(tmp[info.path], shape)
+            validate_keras_file(files[info.path], at_shape)
         else:
-            validate_tflearn_checkpoint(tmp[info.files[0]].parent / prefix_name, shape)
+            validate_tflearn_checkpoint(files[info.files[0]].parent / prefix_name, at_shape)
+
+    def validate(tmp: dict[str, Path]) -> None:
+        check(tmp, shape)
+
+    def recheck(cached: dict[str, Path]) -> None:
+        check(cached, None)
 
     root = _root(cache_dir)
     _fetch_group(
@@ -559,8 +709,43 @@ def fetch_model(
         retries=retries,
         backoff=backoff,
         offline=offline,
+        recheck=recheck,
+        verify=bool(verify),
     )
     return str(root / info.path)
+
+
+def repair_model(name: str, flavor: str = "keras", **kwargs) -> bool:
+    """Check a cached published model as a download is checked, fetching it again if damaged.
+
+    For code whose loading of a cached model failed: ``True`` means the
+    files were replaced (load again), ``False`` that they are sound (the
+    failure lies elsewhere).
+
+    Parameters
+    ----------
+    name, flavor
+        As for :func:`fetch_model`.
+    **kwargs
+        Other arguments of :func:`fetch_model` (``cache_dir``, ``progress``...).
+
+    Raises
+    ------
+    ModelDownloadError
+        If a damaged model cannot be fetched again (offline, or no source answers).
+    """
+    root = _root(kwargs.get("cache_dir"))
+    files = [root / rel for rel in get_model_info(name, flavor).files]
+
+    def state():
+        try:
+            return _signature(files)
+        except OSError:
+            return None
+
+    before = state()
+    fetch_model(name, flavor, **{**kwargs, "verify": True})
+    return state() != before
 
 
 # --------------------------------------------------------------------------- content checks
@@ -572,11 +757,13 @@ def _expected_shapes(input_shape) -> list[tuple[tuple[int, ...], tuple[int, ...]
     return weight_shapes(tuple(int(v) for v in input_shape))
 
 
-def validate_keras_file(path: str | os.PathLike, input_shape) -> None:
+def validate_keras_file(path: str | os.PathLike, input_shape=None) -> None:
     """Check that ``path`` is an HDF5 file holding the 8 kernels and biases of GaMorNet.
 
     Datasets are matched by shape anywhere in the file (Keras 2 full-model
-    files, weight files of Keras 2 or 3), optimiser state excluded.
+    files, weight files of Keras 2 or 3), optimiser state excluded.  With
+    ``input_shape=None`` only a readable, complete HDF5 file holding datasets
+    is required (HDF5 refuses a truncated file when opening it).
 
     Raises
     ------
@@ -596,6 +783,10 @@ def validate_keras_file(path: str | os.PathLike, input_shape) -> None:
             f.visititems(visit)
     except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... on damaged files
         raise ValueError(f"{os.fspath(path)} is not a readable HDF5 file ({exc})") from None
+    if input_shape is None:
+        if not shapes:
+            raise ValueError(f"{os.fspath(path)} holds no weights (an HDF5 file without datasets)")
+        return
     available = Counter(shapes)
     missing = []
     for shape in (s for pair in _expected_shapes(input_shape) for s in pair):
@@ -610,12 +801,13 @@ def validate_keras_file(path: str | os.PathLike, input_shape) -> None:
         )
 
 
-def validate_tflearn_checkpoint(prefix: str | os.PathLike, input_shape) -> None:
+def validate_tflearn_checkpoint(prefix: str | os.PathLike, input_shape=None) -> None:
     """Check that a TFLearn checkpoint is complete and holds GaMorNet's weights.
 
     The 3 files must be present; the checkpoint must open with
     ``tf.train.load_checkpoint`` and hold ``Conv2D/W`` ... ``FullyConnected_2/b``
-    with the expected shapes, each readable (TensorFlow verifies its checksum).
+    with the expected shapes (any shapes for ``input_shape=None``), each
+    readable (TensorFlow verifies its checksum).
 
     Raises
     ------
@@ -634,11 +826,13 @@ def validate_tflearn_checkpoint(prefix: str | os.PathLike, input_shape) -> None:
         reader = tf.train.load_checkpoint(prefix)
         found = reader.get_variable_to_shape_map()
         problems = []
-        for scope, shapes in zip(tflearn_variable_prefixes(), _expected_shapes(input_shape)):
+        scopes = tflearn_variable_prefixes()
+        expected_shapes = _expected_shapes(input_shape) if input_shape is not None else [(None, None)] * len(scopes)
+        for scope, shapes in zip(scopes, expected_shapes):
             for var, expected in zip((f"{scope}/W", f"{scope}/b"), shapes):
                 if var not in found:
                     problems.append(f"{var} is missing")
-                elif tuple(found[var]) != expected:
+                elif expected is not None and tuple(found[var]) != expected:
                     problems.append(f"{var} has shape {tuple(found[var])}, expected {expected}")
                 else:
                     reader.get_tensor(var)
@@ -646,6 +840,5 @@ def validate_tflearn_checkpoint(prefix: str | os.PathLike, input_shape) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{prefix} is not a readable TensorFlow checkpoint ({first})") from None
     if problems:
-        raise ValueError(
-            f"{prefix} is not a GaMorNet TFLearn checkpoint for input shape {tuple(input_shape)}: {'; '.join(problems)}"
-        )
+        fit = f" for input shape {tuple(input_shape)}" if input_shape is not None else ""
+        raise ValueError(f"{prefix} is not a GaMorNet TFLearn checkpoint{fit}: {'; '.join(problems)}")

@@ -23,13 +23,15 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from gamornet.network import CLASS_NAMES
-from gamornet.thresholds import ThresholdPolicy, classify_probabilities, get_policy
+from gamornet.thresholds import POLICIES, ThresholdPolicy, check_probabilities, classify_probabilities, get_policy
+from gamornet.utils import atomic_path, make_output_dir
 
 __all__ = [
     "ConfusionMatrix",
@@ -41,6 +43,7 @@ __all__ = [
     "plot_confusion_matrix",
     "plot_threshold_sweep",
     "evaluate_tables",
+    "table_policy",
     "register_cli",
 ]
 
@@ -192,9 +195,7 @@ def threshold_sweep(probabilities, true_labels, thresholds=DEFAULT_THRESHOLDS):
     """
     from astropy.table import Table
 
-    p = np.asarray(probabilities, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"`probabilities` must have shape (N, 3). Received: shape={p.shape}")
+    p = check_probabilities(probabilities)
     true = as_class_labels(true_labels, "true_labels")
     if len(true) != len(p):
         raise ValueError(f"`true_labels` must have one label per row of `probabilities`. Received: {len(true)} labels "
@@ -243,7 +244,13 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, path: str | os.PathLike, titl
     ax.set_title(title or "Confusion matrix (columns sum to 1)", fontsize=10)
     fig.colorbar(image, ax=ax, label="fraction of predicted class")
     fig.tight_layout()
-    fig.savefig(path)
+    return _save_png(fig, path)
+
+
+def _save_png(fig, path: str | os.PathLike) -> Path:
+    """Write a figure as PNG through a temporary file renamed into place (never a truncated PNG)."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
     return Path(path)
 
 
@@ -262,8 +269,7 @@ def plot_threshold_sweep(sweep, path: str | os.PathLike, title: str | None = Non
     ax.legend(loc="best", fontsize=8)
     ax.set_title(title or "Accuracy vs completeness")
     fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return _save_png(fig, path)
 
 
 # --------------------------------------------------------------------------- command line
@@ -297,26 +303,83 @@ def _true_labels_of(catalog) -> np.ndarray:
     raise ValueError(f"CATALOG needs a `label` or `bt` column. Received: columns {catalog.colnames}")
 
 
-def evaluate_tables(predictions, catalog, policy: str | ThresholdPolicy = "keras_sdss"):
-    """Probabilities and true labels of matching rows (joined on ``id`` when both tables have it)."""
+def _catalog_rows(pred_ids, catalog_ids) -> np.ndarray:
+    """Catalogue row of each prediction id (equal ids, or a simulated set's file naming; see evaluate_tables)."""
+    from gamornet.simulate import galaxy_id
+
+    where = {str(v): k for k, v in enumerate(catalog_ids)}
+    rows, absent = [], []
+    for value in (str(v) for v in pred_ids):
+        row = where.get(value)
+        if row is None:
+            index = galaxy_id(value)
+            row = None if index is None else where.get(str(index))
+        if row is None:
+            absent.append(value)
+        rows.append(row)
+    if absent:
+        raise ValueError(f"PREDICTIONS ids missing from CATALOG. Received: {len(absent)} such ids, e.g. "
+                         f"{absent[:5]} (CATALOG ids e.g. {[str(v) for v in catalog_ids[:3]]})")
+    return np.asarray(rows, dtype=np.int64)
+
+
+def evaluate_tables(predictions, catalog, policy: str | ThresholdPolicy | None = None):
+    """Probabilities and true labels of matching rows (joined on ``id`` when both tables have it).
+
+    A prediction id matches the catalogue row of the same id; failing that,
+    the ids :func:`gamornet.predict_files` gives the images of a simulated
+    set (``gal_NNNNNN.fits``, ``images.npy:N``, with or without a directory)
+    match catalogue id ``N`` (see :func:`gamornet.simulate.galaxy_id`).
+    ``policy`` is not used here (see :func:`table_policy`).
+
+    Raises
+    ------
+    ValueError
+        For missing probability columns, rows that are not probabilities,
+        prediction ids absent from the catalogue, or tables of different
+        lengths without ids.
+    """
     missing = [c for c in PROBABILITY_COLUMNS if c not in predictions.colnames]
     if missing:
         raise ValueError(f"PREDICTIONS needs columns {list(PROBABILITY_COLUMNS)}. Received: columns "
                          f"{predictions.colnames}")
     probs = np.column_stack([np.asarray(predictions[c], dtype=float) for c in PROBABILITY_COLUMNS])
+    check_probabilities(probs, "PREDICTIONS probabilities")
     true = _true_labels_of(catalog)
     if "id" in predictions.colnames and "id" in catalog.colnames:
-        where = {str(v): k for k, v in enumerate(catalog["id"])}
-        pred_ids = [str(v) for v in predictions["id"]]
-        absent = [v for v in pred_ids if v not in where]
-        if absent:
-            raise ValueError(f"PREDICTIONS ids missing from CATALOG. Received: {len(absent)} such ids, e.g. "
-                             f"{absent[:5]}")
-        true = true[[where[v] for v in pred_ids]]
+        true = true[_catalog_rows(predictions["id"], catalog["id"])]
     elif len(true) != len(probs):
         raise ValueError(f"without `id` columns PREDICTIONS and CATALOG must have the same rows. Received: "
                          f"{len(probs)} and {len(true)} rows")
     return probs, true
+
+
+#: Policy used for a table without ``policy`` metadata (e.g. a ``.csv`` table) when none is given.
+DEFAULT_POLICY = "keras_sdss"
+
+
+def table_policy(predictions, policy: str | ThresholdPolicy | None = None) -> ThresholdPolicy:
+    """The threshold policy to score a prediction table with.
+
+    ``policy`` if given; else the ``policy`` metadata :func:`gamornet.predict_files`
+    writes (the policy its labels were made with); else :data:`DEFAULT_POLICY`.
+
+    Raises
+    ------
+    ValueError
+        If the metadata names a policy that is not a published one (thresholds
+        chosen by the user), so that ``policy`` must be given.
+    """
+    if policy is not None:
+        return get_policy(policy)
+    meta = {str(k).lower(): v for k, v in predictions.meta.items()}
+    name = meta.get("policy")
+    if name is None:
+        return get_policy(DEFAULT_POLICY)
+    if str(name) not in POLICIES:
+        raise ValueError(f"PREDICTIONS were labelled with the threshold policy {name!r}, whose thresholds the table "
+                         f"does not record: pass --policy (one of {sorted(POLICIES)}). Received: policy={name!r}")
+    return get_policy(str(name))
 
 
 def register_cli(subparsers) -> None:
@@ -325,25 +388,33 @@ def register_cli(subparsers) -> None:
                               description="Confusion matrix, summary and threshold sweep of a prediction table.")
     p.add_argument("predictions", metavar="PREDICTIONS", help="table with p_disk, p_indeterminate, p_bulge (and id)")
     p.add_argument("catalog", metavar="CATALOG", help="table with label or bt (and id)")
-    p.add_argument("--policy", default="keras_sdss", help="threshold policy name (default keras_sdss)")
+    p.add_argument("--policy", default=None,
+                   help="threshold policy name (default: the policy recorded in PREDICTIONS by gamornet predict, "
+                        f"else {DEFAULT_POLICY})")
     p.add_argument("--output", default="evaluation", help="output directory (default ./evaluation)")
     p.set_defaults(func=_cli_main)
 
 
 def _cli_main(args: argparse.Namespace) -> int:
-    policy = get_policy(args.policy)
-    probs, true = evaluate_tables(_read_table(args.predictions, "PREDICTIONS"), _read_table(args.catalog, "CATALOG"),
-                                  policy)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.policy is not None:
+        get_policy(args.policy)  # a bad name fails before any file is read
+    predictions = _read_table(args.predictions, "PREDICTIONS")
+    policy = table_policy(predictions, args.policy)
+    if args.policy is None and "policy" not in {str(k).lower() for k in predictions.meta}:
+        print(f"gamornet evaluate: note: PREDICTIONS record no threshold policy (.csv tables hold no metadata); "
+              f"scoring with {policy.name}. Choose another with --policy.", file=sys.stderr)
+    probs, true = evaluate_tables(predictions, _read_table(args.catalog, "CATALOG"))
+    out = Path(make_output_dir(args.output))
     result = summary(true, probs, policy)
     plot_confusion_matrix(confusion_matrix(true, probs, policy), out / "confusion_matrix.png",
                           title=f"Confusion matrix ({policy.name}; columns sum to 1)")
     sweep = threshold_sweep(probs, true)
-    sweep.write(out / "threshold_sweep.ecsv", format="ascii.ecsv", overwrite=True)
+    with atomic_path(out / "threshold_sweep.ecsv", suffix=".ecsv") as tmp:
+        sweep.write(tmp, format="ascii.ecsv", overwrite=True)
     plot_threshold_sweep(sweep, out / "threshold_sweep.png")
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
-    (out / "summary.json").write_text(json.dumps(clean, indent=2) + "\n")
+    with atomic_path(out / "summary.json", suffix=".json") as tmp, open(tmp, "w") as f:
+        f.write(json.dumps(clean, indent=2) + "\n")
     for key, value in clean.items():
         print(f"{key:24s} {value:.4f}" if isinstance(value, float) else f"{key:24s} {value}")
     print(f"Wrote {out / 'confusion_matrix.png'}, {out / 'threshold_sweep.png'}, {out / 'summary.json'}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 
 from gamornet import download
 from gamornet.registry import FLAVORS, MODELS, model_names
@@ -29,9 +31,41 @@ def register_cli(subparsers) -> None:
     fetch.add_argument("name", choices=[*model_names(), "all"], help="published model, or 'all'")
     fetch.add_argument("--flavor", choices=[*FLAVORS, "all"], default="keras", help="default: keras")
     fetch.add_argument("--quiet", action="store_true", help="no progress bar or messages; only print the path")
-    fetch.add_argument("--timeout", type=float, default=download.DEFAULT_TIMEOUT, help="seconds (default: %(default)s)")
-    fetch.add_argument("--retries", type=int, default=download.DEFAULT_RETRIES, help="per URL (default: %(default)s)")
+    fetch.add_argument("--timeout", type=_number("--timeout", positive=True), default=download.DEFAULT_TIMEOUT,
+                       help="seconds to wait for a connection or data (default: %(default)s)")
+    fetch.add_argument("--retries", type=_count("--retries"), default=download.DEFAULT_RETRIES,
+                       help="extra attempts per URL (default: %(default)s)")
+    fetch.add_argument("--backoff", type=_number("--backoff", positive=False), default=download.DEFAULT_BACKOFF,
+                       help="seconds before the first retry, doubled each time (default: %(default)s)")
     fetch.set_defaults(func=_download)
+
+
+def _number(flag: str, positive: bool):
+    rule = "> 0" if positive else ">= 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(f"{flag} must be a finite number {rule}. Received: {flag}={text!r}")
+        return value
+
+    return parse
+
+
+def _count(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{flag} must be an integer >= 0. Received: {flag}={text!r}")
+        return value
+
+    return parse
 
 
 def _size(path: str) -> str:
@@ -54,13 +88,26 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state(name: str, flavor: str) -> tuple | None:
+    """Size, mtime and inode of a cached model's files; None when not all are cached."""
+    root = download.cache_dir()
+    try:
+        return tuple((st.st_size, st.st_mtime_ns, st.st_ino)
+                     for st in (os.stat(root / rel) for rel in MODELS[(name, flavor)].files))
+    except OSError:
+        return None
+
+
 def _download(args: argparse.Namespace) -> int:
+    """Fetch each model, or check its cached copy as thoroughly as a download (a damaged one is fetched again)."""
     names = model_names() if args.name == "all" else [args.name]
     flavors = list(FLAVORS) if args.flavor == "all" else [args.flavor]
     for name in names:
         for flavor in flavors:
-            path = download.fetch_model(
-                name, flavor, progress=not args.quiet, timeout=args.timeout, retries=args.retries
-            )
+            before = _state(name, flavor)
+            path = download.fetch_model(name, flavor, progress=not args.quiet, timeout=args.timeout,
+                                        retries=args.retries, backoff=args.backoff, verify=True)
+            if before is not None and before == _state(name, flavor) and not args.quiet:
+                print(f"{name} ({flavor}): the cached copy was checked and is sound", file=sys.stderr)
             print(path)
     return 0

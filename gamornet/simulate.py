@@ -56,11 +56,16 @@ method, a script calling these functions must do so under
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import errno
 import functools
 import math
 import multiprocessing
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -82,6 +87,8 @@ __all__ = [
     "render_galaxy",
     "simulate_galaxies",
     "simulate_to_disk",
+    "galaxy_id",
+    "FITS_NAME",
     "iter_batches",
     "label_index_from_bt",
     "sersic_enclosed_flux",
@@ -100,6 +107,11 @@ _RANGE_FIELDS = (
     "disk_pa", "bulge_pa_offset", "centre", "bt_range",
 )
 BT_BOUNDS: tuple[float, float] = (0.45, 0.55)
+#: File name of galaxy ``id`` in the ``fits/`` folder of a set written by :func:`simulate_to_disk`.
+FITS_NAME = "gal_{:06d}.fits"
+_FITS_FILE = re.compile(r"gal_\d+\.fits(?:\.part)?")
+_SIMULATED_IMAGE_ID = re.compile(r"(?:.*[/\\])?(?:gal_(\d+)\.fits|images\.npy:(\d+))")
+_LOCK_NAME = ".simulate.lock"
 
 
 @dataclass(frozen=True)
@@ -487,7 +499,7 @@ def _render_range(config: SurveyConfig, seed: int, start: int, stop: int,
         row = {"id": index, **params, **_derived(params, config)}
         rows.append(row)
         if fits_dir is not None:
-            _write_fits(Path(fits_dir) / f"gal_{index:06d}.fits", images[k, :, :, 0], row, config, seed)
+            _write_fits(Path(fits_dir) / FITS_NAME.format(index), images[k, :, :, 0], row, config, seed)
     return start, images, rows
 
 
@@ -505,9 +517,7 @@ def _write_fits(path: Path, image: np.ndarray, row: dict[str, Any], config: Surv
     for name, key in keys.items():
         header[key] = (float(row[name]), name)
     header["LABEL"], header["CLASSIDX"] = row["label"], row["class_index"]
-    tmp = path.with_name(path.name + ".part")
-    fits.PrimaryHDU(image, header=header).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    fits.PrimaryHDU(image, header=header).writeto(path, overwrite=True)  # into the set's staging folder
 
 
 def _catalog(rows: list[dict[str, Any]], config: SurveyConfig, seed: int):
@@ -618,6 +628,96 @@ def simulate_galaxies(n: int, survey: str | SurveyConfig = "SDSS", seed: int = 0
     return images, _catalog(rows, config, seed)
 
 
+def galaxy_id(image_id) -> int | None:
+    """Catalogue ``id`` of a simulated galaxy, from the id :func:`gamornet.predict_files` gives its image.
+
+    A set written by :func:`simulate_to_disk` names galaxy ``N`` (the row of
+    ``catalog.ecsv`` whose ``id`` is ``N``) ``images.npy:N`` as image ``N`` of
+    ``images.npy``, and ``gal_NNNNNN.fits`` as a FITS file (see
+    :data:`FITS_NAME`), either possibly after a directory.  Any other id
+    gives ``None``.
+
+    Examples
+    --------
+    >>> galaxy_id("gal_000042.fits"), galaxy_id("sim/images.npy:42"), galaxy_id("ngc1300.fits")
+    (42, 42, None)
+    """
+    match = _SIMULATED_IMAGE_ID.fullmatch(str(image_id))
+    if match is None:
+        return None
+    return int(match.group(1) or match.group(2))
+
+
+def _set_fits_files(fits_dir: Path) -> list[Path]:
+    """The FITS files of a simulated set in ``fits_dir`` (also unfinished ``.part`` files of older versions)."""
+    if not fits_dir.is_dir():
+        return []
+    return [f for f in fits_dir.iterdir() if _FITS_FILE.fullmatch(f.name)]
+
+
+def _retire_set(out: Path) -> None:
+    """Remove the simulated set in ``out``: catalogue first (no catalogue: no complete set), images, FITS files."""
+    for name in ("catalog.ecsv", "catalog.ecsv.part", "images.npy", "images.npy.part"):
+        (out / name).unlink(missing_ok=True)
+    for path in _set_fits_files(out / "fits"):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (out / "fits").rmdir()  # only if empty: files of the user's stay
+
+
+def _move_in_set(staging: Path, out: Path) -> None:
+    """Move a finished set from ``staging`` into ``out``: FITS files, images, catalogue last."""
+    if (staging / "fits").is_dir():
+        if not (out / "fits").exists():
+            os.replace(staging / "fits", out / "fits")
+        else:
+            for path in sorted((staging / "fits").iterdir()):
+                os.replace(path, out / "fits" / path.name)
+    os.replace(staging / "images.npy", out / "images.npy")
+    os.replace(staging / "catalog.ecsv", out / "catalog.ecsv")
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Give errors of writing ``path`` that name no file (those of file objects) its name."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+
+
+def _write_set(staging: Path, out: Path, config: SurveyConfig, seed: int, n: int, workers: int, chunk_size: int,
+               progress: bool, fits: bool) -> None:
+    """Render a set into ``staging``, then swap it into ``out``."""
+    fits_dir = None
+    if fits:
+        fits_dir = staging / "fits"
+        fits_dir.mkdir(mode=0o777)
+    with _naming(staging / "images.npy"):
+        images = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.float32,
+                                           shape=(n, *config.shape, 1))
+        if hasattr(os, "posix_fallocate"):  # claim the space now: a full disk fails here, not as a fault when mapped
+            with open(staging / "images.npy", "r+b") as f:
+                try:
+                    os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+    rows: list = [None] * n
+    tasks = _run_tasks(config, seed, n, workers, chunk_size, progress, None if fits_dir is None else str(fits_dir))
+    for start, block, block_rows in tasks:
+        images[start : start + len(block)] = block
+        rows[start : start + len(block)] = block_rows
+    images.flush()
+    del images
+    with _naming(staging / "catalog.ecsv"):
+        _catalog(rows, config, seed).write(staging / "catalog.ecsv", format="ascii.ecsv", overwrite=True)
+    _retire_set(out)
+    _move_in_set(staging, out)
+
+
 def simulate_to_disk(output_dir: str | os.PathLike, n: int, survey: str | SurveyConfig = "SDSS", seed: int = 0,
                      workers: int | None = None, fits: bool = False, chunk_size: int = 128, progress: bool = True,
                      overwrite: bool = False, **overrides: Any) -> Path:
@@ -627,8 +727,16 @@ def simulate_to_disk(output_dir: str | os.PathLike, n: int, survey: str | Survey
     with ``numpy.load(..., mmap_mode="r")``), ``DIR/catalog.ecsv`` (the
     columns of :func:`simulate_galaxies`, settings in its metadata) and, with
     ``fits=True``, ``DIR/fits/gal_NNNNNN.fits`` (2-D image, parameters in the
-    header).  Every file is written under a ``.part`` name and renamed when
-    complete; ``catalog.ecsv`` is written last.
+    header), where ``NNNNNN`` is the galaxy's catalogue ``id`` (see
+    :func:`galaxy_id`).
+
+    The set is written into a hidden staging folder inside ``DIR`` and moved
+    into place only when complete: the previous set's files are removed
+    first (catalogue first), then the new ones moved in (catalogue last).
+    ``DIR`` never holds files of two sets, even after an interruption (which
+    may leave no set, or an incomplete one without catalogue).  A lock file
+    (``DIR/.simulate.lock``) keeps two processes from writing into ``DIR``
+    at once.
 
     Parameters
     ----------
@@ -641,42 +749,67 @@ def simulate_to_disk(output_dir: str | os.PathLike, n: int, survey: str | Survey
     chunk_size : int
         Images per worker task (the result does not depend on it).
     overwrite : bool
-        Replace an existing set in ``output_dir``.
+        Replace an existing set in ``output_dir`` (all its files, FITS files
+        included).
 
     Returns
     -------
     pathlib.Path
         ``output_dir``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``output_dir`` holds a set (or part of one) and ``overwrite`` is false.
+    RuntimeError
+        If another process is writing a set into ``output_dir``.
     """
+    from filelock import FileLock, Timeout
+
+    from gamornet.utils import OUTPUT_ERROR_FLAG, make_output_dir, output_error
+
     workers = _check_common(n, workers)
     seed = _check_seed(seed)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"`chunk_size` must be an integer >= 1. Received: chunk_size={chunk_size!r}")
     config = get_config(survey, **overrides)
     out = Path(output_dir)
-    final_images, final_catalog = out / "images.npy", out / "catalog.ecsv"
-    if not overwrite and (final_images.exists() or final_catalog.exists()):
+
+    def holds_set() -> bool:
+        return any((out / name).exists() for name in ("images.npy", "catalog.ecsv")) or bool(
+            _set_fits_files(out / "fits"))
+
+    if not overwrite and holds_set():
         raise FileExistsError(f"`output_dir` already holds a simulated set (use overwrite=True). Received: {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    fits_dir = None
-    if fits:
-        fits_dir = out / "fits"
-        fits_dir.mkdir(exist_ok=True)
-    for stale in (final_images, final_catalog):
-        stale.unlink(missing_ok=True)
-    part_images = out / "images.npy.part"
-    images = np.lib.format.open_memmap(part_images, mode="w+", dtype=np.float32, shape=(n, *config.shape, 1))
-    rows: list = [None] * n
-    tasks = _run_tasks(config, seed, n, workers, int(chunk_size), progress, None if fits_dir is None else str(fits_dir))
-    for start, block, block_rows in tasks:
-        images[start : start + len(block)] = block
-        rows[start : start + len(block)] = block_rows
-    images.flush()
-    del images
-    os.replace(part_images, final_images)
-    part_catalog = out / "catalog.ecsv.part"
-    _catalog(rows, config, seed).write(part_catalog, format="ascii.ecsv", overwrite=True)
-    os.replace(part_catalog, final_catalog)
+    make_output_dir(out)
+    lock = FileLock(str(out / _LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RuntimeError(f"`output_dir` is being written by another process (lock {out / _LOCK_NAME}). "
+                           f"Received: output_dir={str(out)!r}") from None
+    try:
+        if not overwrite and holds_set():
+            raise FileExistsError(f"`output_dir` already holds a simulated set (use overwrite=True). Received: {out}")
+        for stale in out.glob(".simulate-*.part"):  # left by a killed run; the lock keeps live ones out
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".simulate-", suffix=".part", dir=out))
+        except OSError as exc:
+            raise output_error(exc, out) from exc
+        try:
+            _write_set(staging, out, config, seed, n, workers, int(chunk_size), progress, fits)
+        except OSError as exc:  # no space, quota...: name the file of the set, not its staging copy
+            if getattr(exc, OUTPUT_ERROR_FLAG, False):
+                raise
+            name = os.fsdecode(exc.filename) if exc.filename is not None else str(out)
+            if name.startswith(str(staging)):
+                name = str(out) + name[len(str(staging)):]
+            raise output_error(exc, name) from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        lock.release()
     return out
 
 
@@ -724,6 +857,8 @@ def save_montage(images: np.ndarray, catalog, path: str | os.PathLike, ncols: in
     from matplotlib.figure import Figure
     from PIL import Image
 
+    from gamornet.utils import atomic_path
+
     count = len(images)
     nrows = -(-count // ncols)
     fig = Figure(figsize=(2.0 * ncols, 2.1 * nrows + (0.3 if title else 0)), dpi=72)
@@ -741,7 +876,8 @@ def save_montage(images: np.ndarray, catalog, path: str | os.PathLike, ncols: in
     fig.tight_layout()
     fig.canvas.draw()
     gray = np.asarray(fig.canvas.buffer_rgba())[..., :3].mean(axis=2).round().astype(np.uint8)
-    Image.fromarray(gray, mode="L").save(path, format="PNG", optimize=True)  # grey PNG: a third of the size
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(gray, mode="L").save(tmp, format="PNG", optimize=True)  # grey PNG: a third of the size
     return Path(path)
 
 

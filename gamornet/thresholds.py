@@ -14,7 +14,7 @@ import numpy as np
 
 from gamornet.network import CLASS_NAMES
 
-__all__ = ["ThresholdPolicy", "POLICIES", "get_policy", "classify_probabilities"]
+__all__ = ["ThresholdPolicy", "POLICIES", "get_policy", "classify_probabilities", "check_probabilities"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,58 @@ def get_policy(policy: str | ThresholdPolicy | tuple | Mapping) -> ThresholdPoli
     )
 
 
+#: How far a probability may stray outside [0, 1]: float32 softmax outputs can
+#: exceed 1 by a few units in the last place (ulp 1.2e-7 at 1) when the
+#: normalisation multiplies by a rounded reciprocal; 1e-6 allows 8 ulps.
+PROBABILITY_TOLERANCE = 1e-6
+#: How far a row's sum may be from 1.  float32 rows (and means of Monte-Carlo
+#: passes) sum to 1 within a few 1e-7, but a model computing in bfloat16
+#: (``mixed_precision="bfloat16"``; 8 significant bits, unit roundoff
+#: 2**-8 = 0.0039) rounds the exponentials, their sum and each quotient, so a
+#: row may be off by up to about 4 units, 0.016 (0.006 measured over 256
+#: images).  0.02 admits those and rows printed with few decimals, and still
+#: refuses rows that are not a distribution over the three classes.
+SUM_TOLERANCE = 0.02
+
+
+def check_probabilities(probabilities, name: str = "probabilities") -> np.ndarray:
+    """Check ``(N, 3)`` rows ``[P_disk, P_indeterminate, P_bulge]``; return them as float64.
+
+    Every value must be finite and in [0, 1] (within
+    :data:`PROBABILITY_TOLERANCE`), and every row must sum to 1 within
+    :data:`SUM_TOLERANCE`.
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape, or rows that are not probabilities, naming them.
+    """
+    arr = np.asarray(probabilities)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"`{name}` must be numbers. Received: dtype={arr.dtype}")
+    p = arr.astype(np.float64)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"`{name}` must have shape (N, 3). Received: shape={p.shape}")
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(p).all(axis=1)
+        in_range = finite & (p >= -PROBABILITY_TOLERANCE).all(axis=1) & (p <= 1 + PROBABILITY_TOLERANCE).all(axis=1)
+        total = p.sum(axis=1)
+        good = in_range & (np.abs(total - 1.0) <= SUM_TOLERANCE)
+    if not good.all():
+        bad = np.flatnonzero(~good)
+        shown = []
+        for k in bad[:5]:
+            why = ("not finite" if not finite[k] else "outside [0, 1]" if not in_range[k]
+                   else f"sums to {total[k]:.6g}")
+            shown.append(f"row {k} = {p[k].tolist()} ({why})")
+        raise ValueError(
+            f"`{name}` rows must be probabilities [P_disk, P_indeterminate, P_bulge]: finite, each in [0, 1] and "
+            f"summing to 1 (within {SUM_TOLERANCE:g}). Received: {bad.size} bad row(s) of {len(p)}: "
+            f"{'; '.join(shown)}{' ...' if bad.size > 5 else ''}"
+        )
+    return p
+
+
 def classify_probabilities(probabilities, policy="keras_sdss") -> np.ndarray:
     """Label each galaxy ``disk``, ``indeterminate`` or ``bulge``.
 
@@ -96,7 +148,8 @@ def classify_probabilities(probabilities, policy="keras_sdss") -> np.ndarray:
     ----------
     probabilities : array_like, shape (N, 3)
         ``[P_disk, P_indeterminate, P_bulge]`` per galaxy, as returned by the
-        predict functions.
+        predict functions: finite, in [0, 1], each row summing to 1 (see
+        :func:`check_probabilities`).
     policy : str, ThresholdPolicy, tuple or mapping
         ``"keras_sdss"``, ``"keras_candels"``, ``"tflearn_sdss"``,
         ``"tflearn_candels"`` or user thresholds (see :func:`get_policy`).
@@ -104,11 +157,15 @@ def classify_probabilities(probabilities, policy="keras_sdss") -> np.ndarray:
     Returns
     -------
     numpy.ndarray of str, shape (N,)
+
+    Raises
+    ------
+    ValueError
+        For rows that are not probabilities (NaN, outside [0, 1], not summing
+        to 1), naming them.
     """
     rule = get_policy(policy)
-    p = np.asarray(probabilities, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"`probabilities` must have shape (N, 3). Received: shape={p.shape}")
+    p = check_probabilities(probabilities)
     disk, indet, bulge = p[:, 0], p[:, 1], p[:, 2]
     is_bulge = bulge >= rule.bulge_min
     if rule.bulge_argmax:

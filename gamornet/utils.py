@@ -8,8 +8,10 @@ refused with the same message, naming the argument, before any heavy work.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -266,9 +268,69 @@ def resolve_save_dir(files_save_path) -> str | None:
     return path
 
 
+#: Attribute set to ``True`` on an :class:`OSError` raised because an output could not be written.
+OUTPUT_ERROR_FLAG = "gamornet_output"
+
+
+def output_error(exc: OSError, path) -> OSError:
+    """``exc`` re-addressed to the output ``path`` (same errno, hence same subclass), marked as an output error.
+
+    The command line reports such errors as ``cannot write PATH: CAUSE``.
+    """
+    new = OSError(exc.errno, exc.strerror or str(exc), os.fspath(path))
+    setattr(new, OUTPUT_ERROR_FLAG, True)
+    return new
+
+
+def make_output_dir(path) -> str:
+    """Create the output directory ``path`` (and its parents) if needed; errors name it as an output.
+
+    Raises
+    ------
+    OSError
+        If it cannot be created (a parent is a file, no permission...), marked
+        like the errors of :func:`atomic_path`.
+    """
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise output_error(exc, exc.filename if exc.filename is not None else path) from exc
+    return path
+
+
+def _create_temporary(directory: str, base: str, suffix: str) -> tuple[str, int]:
+    """Create an empty, unused temporary file; return its path and mode.
+
+    The file is created with mode ``0o666``, so the kernel applies the
+    process umask (or the directory's default ACL) exactly as for a plain
+    ``open(path, "w")``.  The umask itself is never read: it is process-wide
+    state, and reading it with :func:`os.umask` means setting it, which races
+    with other threads creating files.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):
+        path = os.path.join(directory, f".{base}.{secrets.token_hex(4)}.part{suffix}")
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+        return path, mode
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", os.path.join(directory, f".{base}.*.part"))
+
+
 @contextlib.contextmanager
 def atomic_path(final_path, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path beside ``final_path``; rename it into place only on success.
+
+    The temporary file exists (empty) when the block starts and ends with
+    the mode a plain ``open()`` would give a new file (``0o666`` less the
+    umask, e.g. ``0o644`` under umask ``022``), even if the writer replaced
+    it.  On failure it is removed and ``final_path`` is left untouched.
 
     Parameters
     ----------
@@ -277,17 +339,33 @@ def atomic_path(final_path, suffix: str = "") -> Iterator[str]:
     suffix : str
         Ending the temporary name must keep (e.g. ``".keras"``, which Keras
         requires of the files it saves).
+
+    Raises
+    ------
+    OSError
+        When the file cannot be created, written or renamed (no space, no
+        permission, a missing directory...): the error names ``final_path``
+        (not the temporary name) and has its ``gamornet_output`` attribute set.
     """
     final_path = os.fspath(final_path)
     directory, base = os.path.split(os.path.abspath(final_path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part" + suffix, dir=directory)
-    os.close(fd)
+    try:
+        tmp, mode = _create_temporary(directory, base, suffix)
+    except OSError as exc:
+        raise output_error(exc, final_path) from exc
     try:
         yield tmp
+        if stat.S_IMODE(os.stat(tmp).st_mode) != mode:  # the writer replaced the file with its own
+            os.chmod(tmp, mode)
         os.replace(tmp, final_path)
+    except OSError as exc:
+        if exc.filename not in (None, tmp) or getattr(exc, OUTPUT_ERROR_FLAG, False):
+            raise  # about another file (e.g. an input read inside the block)
+        raise output_error(exc, final_path) from exc
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if os.path.lexists(tmp):
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
 def is_published_model(model_load_path) -> bool:

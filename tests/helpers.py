@@ -92,3 +92,24 @@ def keras2_model(lrn: str, shape=SMALL_SHAPE):
         elif spec.kind == "dropout":
             model.add(layers.Dropout(spec.rate))
     return model
+
+
+def run_gamornet(args, cwd, file_size_limit: int | None = None, **kwargs):
+    """Run ``python -m gamornet ARGS`` in a child process started in ``cwd``.
+
+    With ``file_size_limit`` (bytes), writing beyond it fails with EFBIG
+    ("File too large"), as a full disk would, even for root (``RLIMIT_FSIZE``,
+    with SIGXFSZ ignored).
+    """
+    import signal
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+    return subprocess.run([sys.executable, "-m", "gamornet", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, preexec_fn=limit if file_size_limit is not None else None, **kwargs)

@@ -374,3 +374,122 @@ def test_cli_download_and_models(tree, tmp_path, monkeypatch, capsys):
     assert "CANDELS_tl   keras    input CANDELS  cached" in out
     assert "CANDELS_sim  keras    input CANDELS  not cached" in out
     assert cached_path("CANDELS_tl") in out and "missing" in out
+
+
+def _truncate(path: Path) -> bytes:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return data
+
+
+def test_damaged_cached_model_is_checked_and_fetched_again(tree, tmp_path, capsys):
+    cache, rel = tmp_path / "cache", _info("CANDELS_sim").path
+    with http_server(tree) as server:
+        base = server.url + BASE
+        path = Path(fetch_model("CANDELS_sim", cache_dir=cache, base_urls=base, input_shape=SMALL, **QUICK))
+        assert fetch_model("CANDELS_sim", cache_dir=cache, base_urls=base, input_shape=SMALL, **QUICK) == str(path)
+        assert server.requests == [BASE + rel]  # a sound cached file: no network
+        _truncate(path)  # damaged in the cache (an interrupted copy, a full disk...)
+        again = fetch_model("CANDELS_sim", cache_dir=cache, base_urls=base, input_shape=SMALL, progress=True,
+                            backoff=0.0, timeout=10.0)
+        assert again == str(path) and server.requests == [BASE + rel] * 2
+    err = capsys.readouterr().err
+    assert "The cached copy of the published model 'CANDELS_sim' (keras) is damaged" in err and "HDF5" in err
+    assert same_bytes(path, tree / BASE / rel) and leftovers(cache) == []
+
+
+def test_damaged_cached_checkpoint_is_fetched_again_over_ftp(ckpt_tree, tmp_path):
+    cache, info = tmp_path / "cache", _info("CANDELS_sim", "tflearn")
+    with ftp_server(ckpt_tree) as url:
+        prefix = fetch_model("CANDELS_sim", "tflearn", cache_dir=cache, base_urls=url + BASE, input_shape=SMALL,
+                             **QUICK)
+        _truncate(cache / (info.path + ".data-00000-of-00001"))
+        assert fetch_model("CANDELS_sim", "tflearn", cache_dir=cache, base_urls=url + BASE, input_shape=SMALL,
+                           **QUICK) == prefix
+    for rel in info.files:
+        assert same_bytes(cache / rel, ckpt_tree / BASE / rel)
+    download.validate_tflearn_checkpoint(prefix, SMALL)
+    assert leftovers(cache) == []
+
+
+def test_damaged_cached_model_offline_names_the_cache_path(tree, tmp_path, monkeypatch):
+    cache, rel = tmp_path / "cache", _info("CANDELS_sim").path
+    fetch_model("CANDELS_sim", cache_dir=cache, base_urls=(tree / BASE).as_uri(), input_shape=SMALL, **QUICK)
+    half = _truncate(cache / rel)[: (cache / rel).stat().st_size]
+    monkeypatch.setenv("GAMORNET_OFFLINE", "1")
+    with pytest.raises(ModelDownloadError) as caught:
+        fetch_model("CANDELS_sim", cache_dir=cache, base_urls=(tree / BASE).as_uri(), input_shape=SMALL, **QUICK)
+    message = str(caught.value)
+    assert "is damaged" in message and str(cache / rel) in message and "GAMORNET_OFFLINE" in message
+    assert (cache / rel).read_bytes() == half  # left for the user to replace
+
+
+def test_download_command_checks_a_cached_model_fully(tree, tmp_path, monkeypatch, capsys):
+    from gamornet.models_cli import register_cli
+
+    home, rel = tmp_path / "home", _info("CANDELS_tl").path
+    monkeypatch.setenv("GAMORNET_HOME", str(home))
+    write_keras_file(home / rel, (64, 64, 1))  # readable HDF5, but not the published CANDELS model
+    parser = argparse.ArgumentParser(prog="gamornet")
+    register_cli(parser.add_subparsers(dest="command"))
+    with http_server(tree) as server:
+        monkeypatch.setenv("GAMORNET_MODELS_URL", server.url + BASE)
+        assert fetch_model("CANDELS_tl", **QUICK) == str(home / rel)  # loads: only damage is looked for
+        assert server.requests == []
+        args = parser.parse_args(["download", "CANDELS_tl", "--backoff", "0"])
+        assert args.func(args) == 0
+        assert server.requests == [BASE + rel]
+        out, err = capsys.readouterr()
+        assert out.strip() == str(home / rel) and "is damaged" in err and "(11, 11, 1, 96)" not in err
+        assert same_bytes(home / rel, tree / BASE / rel)
+        assert args.func(args) == 0  # now sound: checked, not fetched
+        assert server.requests == [BASE + rel] and "checked and is sound" in capsys.readouterr().err
+        bad = dataclasses.replace(_info("CANDELS_tl"), sha256=((rel, "e" * 64),))
+        monkeypatch.setitem(registry.MODELS, ("CANDELS_tl", "keras"), bad)
+        with pytest.raises(ModelDownloadError, match="SHA-256 mismatch") as caught:  # a digest nothing matches
+            args.func(args)
+        assert "The cached copy there is damaged (SHA-256 of" in str(caught.value)
+        assert same_bytes(home / rel, tree / BASE / rel) and leftovers(home) == []
+
+
+def test_repair_model_for_loaders_whose_load_failed(tree, tmp_path):
+    import h5py
+
+    cache, rel = tmp_path / "cache", _info("CANDELS_sim").path
+    (cache / rel).parent.mkdir(parents=True)
+    with h5py.File(cache / rel, "w") as f:  # readable HDF5 holding something else: only loading it fails
+        f["x"] = [1, 2, 3]
+    kwargs = dict(cache_dir=cache, base_urls=(tree / BASE).as_uri(), input_shape=SMALL, **QUICK)
+    assert fetch_model("CANDELS_sim", **kwargs) == str(cache / rel)
+    assert download.repair_model("CANDELS_sim", "keras", **kwargs) is True
+    assert same_bytes(cache / rel, tree / BASE / rel)
+    assert download.repair_model("CANDELS_sim", "keras", **kwargs) is False  # sound: the failure lies elsewhere
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("retries", -1), ("retries", 1.5), ("retries", True), ("timeout", 0), ("timeout", float("nan")),
+     ("timeout", "5"), ("backoff", -1.0), ("backoff", float("inf"))],
+)
+def test_bad_network_settings_are_refused_before_any_request(tree, tmp_path, option, value):
+    settings = {**QUICK, option: value}
+    with http_server(tree) as server:
+        for call in (lambda: fetch_model("CANDELS_sim", cache_dir=tmp_path, base_urls=server.url + BASE, **settings),
+                     lambda: fetch_file("x.txt", cache_dir=tmp_path, base_urls=server.url + BASE, **settings)):
+            with pytest.raises(ValueError, match=rf"`{option}` must be .*Received: {option}={value!r}"):
+                call()
+        assert server.requests == []
+
+
+def test_cli_refuses_bad_network_settings(tmp_path, monkeypatch, capsys):
+    from gamornet.cli import main
+
+    monkeypatch.setenv("GAMORNET_HOME", str(tmp_path))
+    monkeypatch.setenv("GAMORNET_MODELS_URL", dead_url())  # never the authors' server, whatever happens
+
+    for argv, shown in ((["--retries", "-1"], "--retries must be an integer >= 0. Received: --retries='-1'"),
+                        (["--timeout", "0"], "--timeout must be a finite number > 0. Received: --timeout='0'"),
+                        (["--backoff", "nan"], "--backoff must be a finite number >= 0. Received: --backoff='nan'")):
+        with pytest.raises(SystemExit) as caught:
+            main(["download", "CANDELS_sim", *argv])
+        assert caught.value.code == 2 and shown in capsys.readouterr().err

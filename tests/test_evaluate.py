@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,8 @@ from astropy.table import Table
 
 from gamornet import cli
 from gamornet import evaluate as ev
+
+from helpers import run_gamornet
 
 # [P_disk, P_indeterminate, P_bulge], true class; the keras_sdss policy (0.70 / 0.70) predicts the comment.
 PROBS = np.array([
@@ -125,3 +128,101 @@ def test_evaluate_cli_end_to_end(tmp_path, capsys):
     assert "Received: policy='strict'" in capsys.readouterr().err
     assert cli.main(["evaluate", str(tmp_path / "cat.ecsv"), str(tmp_path / "cat.fits"), "--output", str(out)]) == 2
     assert "p_disk" in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _prediction_table(probs, meta=None) -> Table:
+    return Table({"id": np.arange(len(probs)), "p_disk": probs[:, 0], "p_indeterminate": probs[:, 1],
+                  "p_bulge": probs[:, 2]}, meta=meta or {})
+
+
+def _catalog() -> Table:
+    return Table({"id": np.arange(10), "label": TRUE})
+
+
+def test_evaluate_takes_the_policy_recorded_by_predict(tmp_path, capsys):
+    _catalog().write(tmp_path / "cat.ecsv")
+    _prediction_table(PROBS, {"policy": "tflearn_sdss"}).write(tmp_path / "pred.ecsv")
+    _prediction_table(PROBS, {"POLICY": "tflearn_sdss"}).write(tmp_path / "pred.fits")  # FITS keys come back upper
+    for pred in ("pred.ecsv", "pred.fits"):
+        out = tmp_path / f"report_{pred}"
+        assert cli.main(["evaluate", str(tmp_path / pred), str(tmp_path / "cat.ecsv"), "--output", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["policy"] == "tflearn_sdss" and summary["n_classified"] == 4  # not keras_sdss's 7
+    out = tmp_path / "chosen"
+    assert cli.main(["evaluate", str(tmp_path / "pred.ecsv"), str(tmp_path / "cat.ecsv"), "--output", str(out),
+                     "--policy", "keras_sdss"]) == 0  # the user's choice wins
+    assert json.loads((out / "summary.json").read_text())["n_classified"] == 7
+    _prediction_table(PROBS).write(tmp_path / "plain.csv", format="ascii.csv")  # no metadata: the default, said so
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "plain.csv"), str(tmp_path / "cat.ecsv"), "--output", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["policy"] == "keras_sdss"
+    assert "record no threshold policy" in capsys.readouterr().err
+    _prediction_table(PROBS, {"policy": "custom"}).write(tmp_path / "custom.ecsv")
+    assert cli.main(["evaluate", str(tmp_path / "custom.ecsv"), str(tmp_path / "cat.ecsv"), "--output", str(out)]) == 2
+    assert "pass --policy" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_rows_that_are_not_probabilities(tmp_path, capsys):
+    probs = PROBS.copy()
+    probs[4] = [np.nan, 0.5, 0.5]
+    probs[7] = [-1.0, 0.5, 1.5]
+    _catalog().write(tmp_path / "cat.ecsv")
+    _prediction_table(probs).write(tmp_path / "pred.ecsv")
+    assert cli.main(["evaluate", str(tmp_path / "pred.ecsv"), str(tmp_path / "cat.ecsv"), "--output",
+                     str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "2 bad row(s) of 10: row 4 = [nan, 0.5, 0.5] (not finite); row 7 = [-1.0, 0.5, 1.5]" in err
+    with pytest.raises(ValueError, match=r"row 4 = \[nan"):
+        ev.threshold_sweep(probs, TRUE)
+
+
+def test_full_disk_leaves_the_previous_report_whole(tmp_path, capsys):
+    _catalog().write(tmp_path / "cat.ecsv")
+    _prediction_table(PROBS, {"policy": "keras_sdss"}).write(tmp_path / "pred.ecsv")
+    out = tmp_path / "report"
+    args = ["evaluate", tmp_path / "pred.ecsv", tmp_path / "cat.ecsv", "--output", out]
+    assert run_gamornet(args, REPO).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(before["confusion_matrix.png"]) > 8192
+    result = run_gamornet(args, REPO, file_size_limit=8192)  # as if the disk filled up while writing the PNG
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"gamornet evaluate: error: cannot write {out / 'confusion_matrix.png'}: File too large"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing truncated, no temporary file left
+    (out / "summary.json").unlink()
+    (out / "summary.json").mkdir()  # a directory in the way of an output
+    assert cli.main(list(map(str, args))) == 2
+    assert f"cannot write {out / 'summary.json'}: Is a directory" in capsys.readouterr().err
+    with pytest.raises(IsADirectoryError):  # --debug shows the exception and its traceback
+        cli.main(["--debug", *map(str, args)])
+
+
+def test_simulated_set_predicted_and_evaluated_end_to_end(tmp_path, trained_keras_model, capsys):
+    model, _ = trained_keras_model  # a (32, 32, 1) model: the CANDELS images are centre-cropped to it
+    sim_dir = tmp_path / "sim"
+    assert cli.main(["simulate", "--survey", "CANDELS", "-n", "6", "--fits", "--output", str(sim_dir), "--quiet",
+                     "--workers", "1"]) == 0
+    for name, source in (("fits", sim_dir / "fits"), ("npy", sim_dir / "images.npy")):
+        pred = tmp_path / f"pred_{name}.ecsv"
+        assert cli.main(["predict", str(source), "--model", model, "--input-shape", "32,32,1", "--crop-pad", "0",
+                         "--policy", "keras_candels", "--output", str(pred), "--quiet"]) == 0
+        table = Table.read(pred)
+        assert table.meta["policy"] == "keras_candels"
+        first = "gal_000000.fits" if name == "fits" else "images.npy:0"
+        assert str(table["id"][0]) == first
+        out = tmp_path / f"report_{name}"
+        assert cli.main(["evaluate", str(pred), str(sim_dir / "catalog.ecsv"), "--output", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["n"] == 6 and summary["policy"] == "keras_candels"
+        probs, true = ev.evaluate_tables(table, Table.read(sim_dir / "catalog.ecsv"))
+        assert list(true) == list(Table.read(sim_dir / "catalog.ecsv")["label"])  # row i is galaxy i
+    capsys.readouterr()
+    stranger = Table.read(tmp_path / "pred_fits.ecsv")
+    stranger["id"][0] = "ngc1300.fits"
+    stranger.write(tmp_path / "stranger.ecsv")
+    assert cli.main(["evaluate", str(tmp_path / "stranger.ecsv"), str(sim_dir / "catalog.ecsv"), "--output",
+                     str(tmp_path / "r")]) == 2
+    assert "ids missing from CATALOG" in capsys.readouterr().err

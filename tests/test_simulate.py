@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +15,8 @@ from astropy.table import Table
 
 from gamornet import cli
 from gamornet import simulate as sim
+
+from helpers import run_gamornet
 
 NO_BULGE = 99.0  # a magnitude whose flux is negligible
 
@@ -193,3 +199,89 @@ def test_cli_bad_arguments(tmp_path, capsys):
     assert "Received: --survey='HST'" in capsys.readouterr().err
     assert cli.main(["simulate", "-n", "2"]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fits_seeds(out: Path) -> dict[str, int]:
+    return {f.name: fits.getheader(f)["SEED"] for f in sorted((out / "fits").glob("gal_*.fits*"))}
+
+
+def _assert_one_set(out: Path) -> None:
+    """``out`` holds files of at most one set; a catalogue means the whole set is there."""
+    seeds = _fits_seeds(out)
+    assert len(set(seeds.values())) <= 1, seeds
+    if (out / "catalog.ecsv").exists():
+        catalog = Table.read(out / "catalog.ecsv")
+        assert len(np.load(out / "images.npy", mmap_mode="r")) == len(catalog)
+        assert set(seeds.values()) <= {catalog.meta["seed"]}
+        assert not seeds or sorted(seeds) == [sim.FITS_NAME.format(i) for i in catalog["id"]]
+
+
+def test_overwrite_replaces_the_whole_set(tmp_path):
+    out = tmp_path / "set"
+    base = ["simulate", "--survey", "CANDELS", "--output", str(out), "--quiet", "--workers", "1"]
+    assert cli.main([*base, "-n", "6", "--seed", "0", "--fits"]) == 0
+    assert cli.main([*base, "-n", "3", "--seed", "1", "--fits", "--overwrite"]) == 0
+    assert _fits_seeds(out) == {sim.FITS_NAME.format(i): 1 for i in range(3)}  # no stale file of the old set
+    _assert_one_set(out)
+    assert cli.main([*base, "-n", "2", "--seed", "2", "--overwrite"]) == 0
+    assert _fits_seeds(out) == {} and not (out / "fits").exists()  # the new set has no FITS files
+    _assert_one_set(out)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["catalog.ecsv", "images.npy"]
+    # FITS files of a set whose catalogue is gone still count as a set
+    assert cli.main([*base, "-n", "2", "--seed", "3", "--fits", "--overwrite"]) == 0
+    (out / "catalog.ecsv").unlink()
+    (out / "images.npy").unlink()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        sim.simulate_to_disk(out, 2, "CANDELS", seed=4, workers=1, progress=False)
+
+
+def test_interrupted_overwrite_never_mixes_two_sets(tmp_path):
+    out = tmp_path / "set"
+    assert cli.main(["simulate", "--survey", "CANDELS", "-n", "20", "--seed", "0", "--fits", "--output", str(out),
+                     "--quiet", "--workers", "1"]) == 0
+    started = time.time()
+    child = subprocess.Popen([sys.executable, "-m", "gamornet", "simulate", "--survey", "CANDELS", "-n", "400",
+                              "--seed", "1", "--fits", "--output", str(out), "--quiet", "--workers", "1",
+                              "--overwrite"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None:
+            fresh = [p for p in out.rglob("gal_*.fits*") if p.stat().st_mtime >= started]
+            if len(fresh) >= 3:  # the new set is being written
+                break
+            time.sleep(0.005)
+        assert child.poll() is None, child.stderr.read()
+        child.kill()
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    _assert_one_set(out)
+    assert set(_fits_seeds(out).values()) == {0} and len(Table.read(out / "catalog.ecsv")) == 20  # old set intact
+    assert sim.simulate_to_disk(out, 2, "CANDELS", seed=5, workers=1, fits=True, progress=False, overwrite=True)
+    _assert_one_set(out)
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]  # the killed run's staging folder is gone
+
+
+def test_galaxy_ids_of_simulated_files():
+    assert sim.galaxy_id("gal_000042.fits") == 42 and sim.galaxy_id("fits/gal_1234567.fits") == 1234567
+    assert sim.galaxy_id("images.npy:7") == 7 and sim.galaxy_id("sim/images.npy:0") == 0
+    for other in ("ngc1300.fits", "gal_12.fits.gz", "images.npy", "stack.npy:3", "7", "gal_x.fits"):
+        assert sim.galaxy_id(other) is None
+    assert sim.FITS_NAME.format(42) == "gal_000042.fits"
+
+
+def test_full_disk_keeps_the_old_set_and_ends_in_one_line(tmp_path):
+    out = tmp_path / "set"
+    args = ["simulate", "--survey", "CANDELS", "--output", out, "--quiet", "--workers", "1"]
+    assert cli.main([*map(str, args), "-n", "3", "--seed", "0", "--fits"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run_gamornet([*args, "-n", "50", "--seed", "1", "--fits", "--overwrite"], REPO,
+                          file_size_limit=100_000)  # the new images.npy needs 1.4 MB: as if the disk were full
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"gamornet simulate: error: cannot write {out / 'images.npy'}: File too large"]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

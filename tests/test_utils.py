@@ -1,3 +1,8 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -130,3 +135,100 @@ def test_save_dir_and_atomic_path(tmp_path):
     with utils.atomic_path(final) as tmp:
         open(tmp, "w").write("whole")
     assert final.read_text() == "whole" and len(list(target.iterdir())) == 1
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+_MODE_PROBE = r"""
+import json, os, sys
+import numpy as np
+from astropy.table import Table
+from gamornet.utils import atomic_path
+d = sys.argv[1]
+with open(os.path.join(d, "plain.txt"), "w") as f:
+    f.write("x")
+with atomic_path(os.path.join(d, "a.txt")) as tmp, open(tmp, "w") as f:
+    f.write("x")
+with atomic_path(os.path.join(d, "b.npy"), suffix=".npy") as tmp:
+    np.save(tmp, np.arange(3))
+with atomic_path(os.path.join(d, "c.ecsv"), suffix=".ecsv") as tmp:
+    Table({"a": [1]}).write(tmp, format="ascii.ecsv", overwrite=True)
+with atomic_path(os.path.join(d, "d.bin")) as tmp:  # a writer replacing the file with a private one of its own
+    os.remove(tmp)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))
+print(json.dumps({name: os.stat(os.path.join(d, name)).st_mode & 0o7777 for name in sorted(os.listdir(d))}))
+"""
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_atomic_path_gives_the_mode_of_a_plain_open(tmp_path, umask, mode):
+    # In a child process: the umask is process-wide and must stay untouched here.
+    out = subprocess.run([sys.executable, "-c", _MODE_PROBE, str(tmp_path)], cwd=REPO, umask=umask,
+                         capture_output=True, text=True, check=True)
+    modes = json.loads(out.stdout)
+    assert sorted(modes) == ["a.txt", "b.npy", "c.ecsv", "d.bin", "plain.txt"]  # no temporary file left
+    assert modes == dict.fromkeys(modes, mode)
+
+
+def test_atomic_path_errors_name_the_output_and_leave_nothing(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")  # fails even as root, unlike chmod
+    with pytest.raises(NotADirectoryError) as caught:
+        with utils.atomic_path(blocker / "out.ecsv") as tmp:
+            open(tmp, "w").write("never")
+    assert caught.value.filename == str(blocker / "out.ecsv") and caught.value.strerror == "Not a directory"
+    (tmp_path / "taken.json").mkdir()  # the final name is a directory: the rename fails
+    with pytest.raises(IsADirectoryError) as caught:
+        with utils.atomic_path(tmp_path / "taken.json") as tmp:
+            open(tmp, "w").write("{}")
+    assert caught.value.filename == str(tmp_path / "taken.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "taken.json"]
+    # errors about other files pass through unchanged
+    with pytest.raises(FileNotFoundError) as caught:
+        with utils.atomic_path(tmp_path / "out.txt"):
+            open(tmp_path / "missing_input.txt")
+    assert caught.value.filename == str(tmp_path / "missing_input.txt")
+
+
+def _bf16(values: np.ndarray) -> np.ndarray:
+    """Round float32 values to bfloat16 (8 significant bits, ties to even), as float32."""
+    bits = np.asarray(values, np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def test_model_outputs_are_accepted_as_probabilities():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 8.0, size=(2000, 3)).astype(np.float32)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    softmax32 = e / e.sum(axis=1, keepdims=True)  # float32 arithmetic
+    reciprocal = e * (np.float32(1) / e.sum(axis=1, keepdims=True))  # normalised by a rounded reciprocal
+    eb = _bf16(np.exp(_bf16(logits - logits.max(axis=1, keepdims=True))))
+    softmax16 = _bf16(eb / _bf16(eb.sum(axis=1, keepdims=True)))  # a model computing in bfloat16
+    passes = logits + rng.normal(0.0, 2.0, size=(10, *logits.shape)).astype(np.float32)  # dropout-like passes
+    e_passes = np.exp(passes - passes.max(axis=2, keepdims=True))
+    mc_mean = (e_passes / e_passes.sum(axis=2, keepdims=True)).astype(np.float64).mean(axis=0).astype(np.float32)
+    for p in (softmax32, reciprocal, softmax16, mc_mean):
+        assert classify_probabilities(p).shape == (2000,)
+    assert np.abs(softmax16.sum(axis=1) - 1).max() > 1e-3  # bfloat16 rows are further from 1 than float32 ones
+    above_one = np.nextafter(np.float32(1), np.float32(2))  # 1.0000001, one float32 step above 1
+    edge = np.array([[above_one, 0.0, 0.0], [0.0, 0.0, above_one]], np.float32)
+    assert list(classify_probabilities(edge)) == ["disk", "bulge"]
+
+
+@pytest.mark.parametrize(
+    "row, why",
+    [
+        ([np.nan, 0.5, 0.5], "not finite"),
+        ([np.inf, 0.0, 0.0], "not finite"),
+        ([-1.0, 0.5, 1.5], r"outside \[0, 1\]"),
+        ([0.0, 0.0, 1.001], r"outside \[0, 1\]"),
+        ([0.5, 0.5, 0.5], "sums to 1.5"),
+        ([0.2, 0.2, 0.2], "sums to 0.6"),
+    ],
+)
+def test_rows_that_are_not_probabilities_are_refused(row, why):
+    p = np.array([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8], row, [0.2, 0.6, 0.2]])
+    pattern = rf"`probabilities` rows must be probabilities.*1 bad row\(s\) of 4: row 2 = .*{why}"
+    with pytest.raises(ValueError, match=pattern):
+        classify_probabilities(p)
