@@ -163,8 +163,11 @@ _OPTIONS_DOC = """augment : {None, "flips", "rotate", "flips+rotate"}, keyword-o
         epoch (model, optimiser, random generator states of the dropout
         layers, settings of the optimiser and schedule, epoch counter and
         metrics log as saved; ``epochs`` may be raised): on the same machine
-        the result equals that of an uninterrupted run.  Temporary files left
-        by a killed run are removed when a run starts in the directory.
+        the result equals that of an uninterrupted run (for a
+        ``tf.data.Dataset``, if its own order does not change from one
+        reading to the next).  Temporary files left by a killed run are
+        removed when a run starts in the directory, and a directory that
+        another run is writing into is refused.
     mixed_precision : {None, "bfloat16", "float16"}, keyword-only
         Compute in this precision (variables and outputs stay float32);
         ``float16`` only on a GPU.  ``bfloat16`` pays off only where the
