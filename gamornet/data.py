@@ -22,8 +22,9 @@ the size of the data:
 
 :func:`as_source` checks user input (arrays, paths, memmaps, datasets,
 sources) with the error style of :mod:`gamornet.utils`.  Augmentation
-(:func:`augment_batch`) draws its randomness from a seed and the global batch
-number, so a resumed run sees the same transformations as an uninterrupted one.
+(:func:`augment_batch`) draws its randomness from a seed and the batch's place
+in training (global batch number, or epoch and batch), so a resumed run sees
+the same transformations as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -185,10 +186,16 @@ class Source:
         ``(height, width, channels)`` of one image.
     batch_size : int or None
         Batch size the source imposes (None: the training ``batch_size``).
+    epoch_variable : tf.Variable or None
+        An int64 variable the training sets to the epoch being trained as
+        each epoch begins, where the dataset of the last
+        :meth:`training_dataset` call reads it (see
+        :meth:`DatasetSource.training_dataset`); None where it does not.
     """
 
     image_shape: tuple[int, ...] = ()
     batch_size: int | None = None
+    epoch_variable = None
 
     def training_dataset(self, batch_size: int, initial_epoch: int = 0, seed: int = 0, augment: tuple = (),
                          steps_per_epoch: int | None = None):
@@ -403,12 +410,33 @@ class DatasetSource(Source):
         return ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.float32)))
 
     def training_dataset(self, batch_size, initial_epoch=0, seed=0, augment=(), steps_per_epoch=None):
+        """Batches of the dataset, augmented with draws from ``seed`` and the batch's place in training.
+
+        With ``steps_per_epoch`` Keras reads one iterator across epochs: the
+        dataset is repeated and batch ``i`` of the run (counted from
+        ``initial_epoch * steps_per_epoch``) is augmented with ``(seed, i)``.
+        Without it the dataset is read to its end every epoch, and batch
+        ``i`` of epoch ``e`` gets ``(seed, e * 2**32 + i)``, the epoch read
+        from :attr:`epoch_variable`.  A resumed run thus draws the same
+        augmentations as an uninterrupted one; the order of the dataset's
+        elements stays the dataset's own (a dataset reshuffled on every
+        iteration starts its shuffling again in a new process).
+        """
         tf = _tf()
+        self.epoch_variable = None
         if self.cardinality == tf.data.INFINITE_CARDINALITY and not steps_per_epoch:
             raise ValueError(f"`steps_per_epoch` must be given for an infinite `{self.name}` dataset. "
                              "Received: steps_per_epoch=None")
-        counter = tf.data.Dataset.random(seed, rerandomize_each_iteration=True)
-        return _finish(self._batched(batch_size), augment, seed, counter=counter), steps_per_epoch
+        batches = self._batched(batch_size)
+        if steps_per_epoch:
+            if self.cardinality != tf.data.INFINITE_CARDINALITY:
+                batches = batches.repeat()
+            return _finish(batches, augment, seed, initial_epoch * steps_per_epoch), steps_per_epoch
+        if not augment:
+            return _finish(batches, augment, seed), None
+        self.epoch_variable = epoch = tf.Variable(int(initial_epoch), dtype=tf.int64, trainable=False)
+        counter = tf.data.Dataset.counter().map(lambda i: epoch.read_value() * 2**32 + i)
+        return _finish(batches, augment, seed, counter=counter), None
 
     def validation_dataset(self, batch_size):
         tf = _tf()

@@ -7,13 +7,17 @@
   ``.hdf5`` file (full model or weights only, read by layer order as Keras 2
   did), or a TFLearn checkpoint prefix.
 - :func:`load_keras_model` builds the model for an input shape and puts the
-  weights in; repeated loads of an unchanged file reuse the built model.
+  weights in (an LRN flavour other than the file's rebuilds the network with
+  it); repeated loads of an unchanged file reuse the built model.
+- :func:`check_keras_archive` tells what is wrong with a ``.keras`` file that
+  Keras cannot open (empty, truncated, not a zip archive, not a Keras model).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -28,6 +32,7 @@ __all__ = [
     "ModelWeights",
     "build_keras_model",
     "read_weights",
+    "check_keras_archive",
     "apply_weights",
     "load_keras_model",
     "model_lrn_flavor",
@@ -173,6 +178,70 @@ def _read_legacy_hdf5(path: str) -> tuple[list, str, dict | None]:
     return arrays, lrn, preprocessing
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _magic(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
+def check_keras_archive(path, name: str = "model_load_path") -> None:
+    """Check that ``path`` is a readable Keras 3 ``.keras`` archive, before Keras opens it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    name : str
+        Argument name used in error messages.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing is at ``path``.
+    ValueError
+        If ``path`` is a directory, an empty file, a zip archive cut short
+        (an interrupted copy, download or save), another kind of file, or a
+        zip archive without a Keras model in it.
+    """
+    path = os.fspath(path)
+    received = f"Received: {name}={path!r}"
+    if os.path.isdir(path):
+        raise ValueError(f"`{name}` must be a model file (.keras, .h5, .hdf5) or a TFLearn checkpoint prefix, not a "
+                         f"directory. {received} (a directory)")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`{name}` does not exist. {received}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"`{name}` is an empty file (0 bytes), not a Keras model. {received}")
+    if not zipfile.is_zipfile(path):
+        if _magic(path).startswith(_ZIP_MAGIC):
+            raise ValueError(f"`{name}` is a truncated .keras file: a zip archive without its end ({size} bytes; "
+                             f"an interrupted copy, download or save?). {received}")
+        raise ValueError(f"`{name}` is not a .keras file: Keras 3 models are zip archives and this file is not one "
+                         f"({size} bytes). {received}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"`{name}` is a damaged .keras archive ({exc}). {received}") from None
+    if "config.json" not in names:
+        raise ValueError(f"`{name}` is a zip archive but not a Keras model (no config.json; it holds "
+                         f"{', '.join(names[:5]) or 'nothing'}). {received}")
+
+
+def _load_keras_archive(path: str) -> keras.Model:
+    """``keras.saving.load_model`` of a checked archive; failures name ``model_load_path``."""
+    check_keras_archive(path)
+    try:
+        return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"`model_load_path` could not be read as a Keras model ({type(exc).__name__}: {exc}). "
+                         f"Received: model_load_path={path!r}") from exc
+
+
 def _is_checkpoint_prefix(path: str) -> bool:
     return os.path.exists(path + ".index") or path.endswith((".index", ".meta", ".data-00000-of-00001"))
 
@@ -187,28 +256,44 @@ def read_weights(path: str, lrn: str | None = None) -> ModelWeights:
         (full model or weights only), or a TFLearn checkpoint prefix (with or
         without one of its extensions).
     lrn : {"keras", "tflearn"}, optional
-        Override the LRN flavour the file implies.
+        Override the LRN flavour the file implies (:attr:`ModelWeights.lrn`;
+        a model built from the result uses it).
 
     Returns
     -------
     ModelWeights
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing is at ``path``.
+    ValueError
+        If ``path`` is a directory or a file that holds no GaMorNet model
+        (empty, truncated, another format), naming ``model_load_path``.
     """
     path = os.fspath(path)
     if _is_checkpoint_prefix(path):
         from gamornet.convert import read_tflearn_checkpoint
 
         weights = read_tflearn_checkpoint(path)
+    elif os.path.isdir(path):
+        check_keras_archive(path)  # raises: a directory
     elif not os.path.isfile(path):
         raise FileNotFoundError(f"`model_load_path` does not exist. Received: model_load_path={path!r}")
-    elif path.endswith(".keras"):
-        model = keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
-        arrays = [tuple(layer.get_weights()) for layer in weighted_layers(model)]
+    elif path.endswith(".keras") and not _magic(path).startswith(_HDF5_MAGIC):
+        model = _load_keras_archive(path)
+        try:
+            arrays = [tuple(layer.get_weights()) for layer in weighted_layers(model)]
+            flavor = model_lrn_flavor(model)
+        except ValueError as exc:
+            raise ValueError(f"`model_load_path` does not hold a GaMorNet model: {exc} "
+                             f"Received: model_load_path={path!r}") from None
         pre = next((layer.get_config() for layer in model.layers if isinstance(layer, PixelScaling)), None)
         pre = {k: v for k, v in pre.items() if k in PixelScaling.CONFIG_KEYS} if pre else None
-        weights = ModelWeights(arrays, model_lrn_flavor(model), pre, path, model)
+        weights = ModelWeights(arrays, flavor, pre, path, model)
     else:
         try:
-            arrays, flavor, pre = _read_legacy_hdf5(path)
+            arrays, flavor, pre = _read_legacy_hdf5(path)  # Keras 2 / Keras 3 HDF5, whatever the extension
         except OSError as exc:
             raise ValueError(
                 f"`model_load_path`={path!r} is neither a Keras model file (.keras, .h5, .hdf5) "
@@ -278,8 +363,12 @@ def load_keras_model(path: str, input_shape, lrn: str | None = None, reuse: bool
     """A ready-to-predict Keras model from a saved file.
 
     The network is built for ``input_shape`` and the weights are read
-    straight into it.  With ``reuse`` a model loaded earlier from the same,
-    unchanged file (same path, modification time and size) is returned again.
+    straight into it.  A ``.keras`` model of that input shape and of the LRN
+    flavour asked for is used as it is; with another ``lrn`` than the file's,
+    the network is built with the LRN asked for and the weights copied in
+    (its predictions then differ: weights are trained for one flavour).
+    With ``reuse`` a model loaded earlier from the same, unchanged file
+    (same path, modification time and size) is returned again.
     """
     path = os.fspath(path)
     if _is_checkpoint_prefix(path):
@@ -292,7 +381,8 @@ def load_keras_model(path: str, input_shape, lrn: str | None = None, reuse: bool
         return _MODEL_CACHE[key]
     weights = read_weights(path, lrn=lrn)
     whole = weights.model
-    if whole is not None and lrn in (None, weights.lrn) and tuple(whole.input_shape[1:]) == tuple(input_shape):
+    if (whole is not None and model_lrn_flavor(whole) == weights.lrn
+            and tuple(whole.input_shape[1:]) == tuple(input_shape)):
         model = whole
     else:
         model = build_keras_model(input_shape, lrn=weights.lrn, preprocessing=weights.preprocessing)

@@ -92,7 +92,10 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
         Return the three columns as separate arrays.
     lrn : {"keras", "tflearn"}, optional
         LRN flavour; by default the one the file implies (``"tflearn"`` for
-        TFLearn checkpoints, else ``"keras"``).
+        TFLearn checkpoints, else the flavour stored in the model).  Another
+        flavour than the file's builds the network with the LRN asked for
+        and copies the weights into it; the predictions then differ (each
+        set of weights was trained with one flavour).
     progress : bool
         Show a progress bar.
     reuse_model : bool
@@ -104,6 +107,9 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
         ``[P_disk, P_indeterminate, P_bulge]`` per image; with
         ``individual_arrays``, a tuple of three (N,) arrays.
     """
+    for name, flag in (("individual_arrays", individual_arrays), ("progress", progress),
+                       ("reuse_model", reuse_model)):
+        training.check_flag(flag, name)
     shape, images, batch_size = utils.check_predict_inputs(img_array, input_shape, batch_size)
     if lrn not in (None, "keras", "tflearn"):
         raise ValueError(f"`lrn` must be None, 'keras' or 'tflearn'. Received: lrn={lrn!r}")
@@ -154,15 +160,22 @@ _OPTIONS_DOC = """augment : {None, "flips", "rotate", "flips+rotate"}, keyword-o
         Make the run resumable: after every epoch save ``last.keras`` (model
         and optimiser state) and ``run_state.json`` in ``files_save_path``.
         If they are already there, continue that run from its last completed
-        epoch (model, optimiser, settings of the optimiser and schedule, epoch
-        counter and metrics log as saved; ``epochs`` may be raised).
+        epoch (model, optimiser, random generator states of the dropout
+        layers, settings of the optimiser and schedule, epoch counter and
+        metrics log as saved; ``epochs`` may be raised): on the same machine
+        the result equals that of an uninterrupted run (for a
+        ``tf.data.Dataset``, if its own order does not change from one
+        reading to the next).  Temporary files left by a killed run are
+        removed when a run starts in the directory, and a directory that
+        another run is writing into is refused.
     mixed_precision : {None, "bfloat16", "float16"}, keyword-only
         Compute in this precision (variables and outputs stay float32);
         ``float16`` only on a GPU.  ``bfloat16`` pays off only where the
         hardware has it (GPUs, CPUs with AVX-512 BF16 / AMX): on an AVX2-only
         CPU it trained about 10x slower than float32.
     steps_per_epoch : int, optional, keyword-only
-        Batches per epoch of an infinite ``tf.data.Dataset``.
+        Batches per epoch of an infinite ``tf.data.Dataset`` (a finite one
+        is then read again from its start when it ends).
     seed : int, optional, keyword-only
         Seed of the weight initialisation, shuffling and augmentation.
     callbacks : list of keras.callbacks.Callback, optional, keyword-only
@@ -207,6 +220,21 @@ def _check_preprocessing(preprocessing) -> dict | None:
                          f"{list(PixelScaling.CONFIG_KEYS)}. Received: preprocessing={preprocessing!r}")
     PixelScaling(**config)  # checks the values
     return dict(config)
+
+
+def _check_save_path(files_save_path) -> None:
+    """The checks of :func:`gamornet.utils.resolve_save_dir`, without creating the directory yet."""
+    if not isinstance(files_save_path, (str, os.PathLike)) or not os.fspath(files_save_path) or os.path.exists(
+            files_save_path):
+        utils.resolve_save_dir(files_save_path)
+
+
+def _resumes(files_save_path, opts: training.FitOptions) -> bool:
+    """Whether the run continues a run in ``files_save_path`` with completed epochs (no starting model needed)."""
+    if not opts.resume or not isinstance(files_save_path, (str, os.PathLike)) or not os.path.isdir(files_save_path):
+        return False
+    state = training.read_run_state(files_save_path)
+    return bool(state and state.get("completed_epochs"))
 
 
 def gamornet_train_keras(training_imgs, training_labels, validation_imgs, validation_labels, input_shape,
@@ -257,18 +285,22 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     keras.Model
         The trained model (with early stopping, the best epoch's weights).
     """
+    training.check_flag(load_model, "load_model")
     shape, train, val = _check_data(training_imgs, training_labels, validation_imgs, validation_labels, input_shape)
     opts = training.check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss,
                                       save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
                                       early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
                                       optimizer)
     pre = _check_preprocessing(preprocessing)
+    _check_save_path(files_save_path)
+    weights = None
+    if load_model and not _resumes(files_save_path, opts):  # read and check the starting model before training
+        weights = read_weights(utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
     utils.resolve_save_dir(files_save_path)
 
     def build() -> keras.Model:
-        if not load_model:
+        if weights is None:
             return build_keras_model(shape, preprocessing=pre, seed=opts.seed)
-        weights = read_weights(utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
         model = build_keras_model(shape, lrn=weights.lrn, preprocessing=pre or weights.preprocessing, seed=opts.seed)
         apply_weights(model, weights, input_shape=shape)
         return model
@@ -314,10 +346,10 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
                                       save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
                                       early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
                                       optimizer)
-    utils.resolve_save_dir(files_save_path)
-    state = training.read_run_state(files_save_path) if resume and os.path.isdir(files_save_path) else None
-    if not (state and state.get("completed_epochs")):  # fetch and check the starting model now, before training
+    _check_save_path(files_save_path)
+    if not _resumes(files_save_path, opts):  # fetch and check the starting model now, before training
         weights = read_weights(utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
+    utils.resolve_save_dir(files_save_path)
 
     def build() -> keras.Model:
         model = build_keras_model(shape, lrn=weights.lrn, preprocessing=weights.preprocessing, seed=opts.seed)

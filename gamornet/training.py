@@ -10,14 +10,23 @@
   it, with a ``learning_rate`` column: the rate at the end of that epoch),
   ``model_NNNN.keras`` every ``checkpoint_freq`` epochs and the final
   ``trained_model.keras``, each written atomically.
-- Resumable runs (``resume=True``) also write, after every epoch, the state
-  checkpoint ``last.keras`` (model and optimiser state) and then
-  ``run_state.json`` (completed epochs, optimiser step count, seed, settings,
-  early-stopping / plateau counters; with early stopping also
-  ``best_weights.npz``).  Resuming truncates ``metrics.csv`` to the completed
-  epochs, reloads the checkpoint and continues with ``initial_epoch``, so an
-  interrupted and resumed run ends with the same epochs and a metrics log
-  without gaps or duplicates.
+- Resumable runs (``resume=True``) also write, after every epoch, with early
+  stopping ``best_weights.npz``, then the state checkpoint ``last.keras``
+  (model and optimiser state, and inside the same archive the epoch's
+  training state: completed epochs, optimiser step count, early-stopping /
+  plateau counters and the states of the model's random generators, i.e.
+  the seed generators of the dropout layers), then ``run_state.json`` (the
+  same, with the seed and settings).  Resuming truncates ``metrics.csv`` to
+  the completed epochs, reloads the checkpoint with its training state and
+  continues with ``initial_epoch``; shuffling and augmentation are drawn
+  from the seed and the epoch / batch number.  An interrupted and resumed
+  run therefore takes the same steps on the same batches with the same
+  dropout masks as an uninterrupted one, and ends with a metrics log without
+  gaps or duplicates.
+- While a run writes into ``files_save_path`` it holds a lock on that
+  directory (a second run there is refused).  A run starting there first
+  removes temporary files left by a killed run (``.NAME.*.part*`` beside
+  its own outputs); a run that fails removes its own.
 - ``mixed_precision="bfloat16"`` / ``"float16"`` builds the model under a
   Keras mixed-precision policy (restored afterwards); the outputs stay float32.
 """
@@ -30,8 +39,11 @@ import csv
 import io
 import json
 import os
+import re
 import secrets
 import time
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -51,10 +63,14 @@ __all__ = [
     "BEST_WEIGHTS_FILE",
     "FitOptions",
     "check_fit_options",
+    "check_flag",
     "make_optimizer",
     "mixed_precision_policy",
     "fit_model",
     "read_run_state",
+    "remove_temporaries",
+    "random_state",
+    "set_random_state",
     "recorded_settings",
     "benchmark_training",
 ]
@@ -65,6 +81,8 @@ CHECKPOINT_FILE = "model_{epoch:04d}.keras"
 STATE_MODEL_FILE = "last.keras"
 STATE_FILE = "run_state.json"
 BEST_WEIGHTS_FILE = "best_weights.npz"
+#: Entry of ``last.keras`` (a zip archive) holding the epoch's training state, random states included.
+CHECKPOINT_STATE_ENTRY = "gamornet_training_state.json"
 SCHEDULES: tuple[str, ...] = ("decay", "plateau")
 PRECISIONS: tuple[str, ...] = ("bfloat16", "float16")
 
@@ -121,6 +139,19 @@ class FitOptions:
         return out
 
 
+def check_flag(value, name: str) -> bool:
+    """Check a True / False argument (a Python or numpy bool); returns it as a Python bool.
+
+    Raises
+    ------
+    ValueError
+        For anything else (``"no"``, ``0``, ``None`` ...), naming the argument.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return bool(value)
+
+
 def _has_gpu() -> bool:
     import tensorflow as tf
 
@@ -135,6 +166,9 @@ def check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, 
     utils.check_positive_int(epochs, "epochs")
     utils.check_positive_int(checkpoint_freq, "checkpoint_freq", minimum=0)
     utils.check_positive_int(batch_size, "batch_size")
+    check_flag(nesterov, "nesterov")
+    check_flag(save_model, "save_model")
+    check_flag(resume, "resume")
     utils.check_optimizer_args(lr, momentum, decay, nesterov, loss)
     if verbose not in (0, 1, 2, "auto"):
         raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
@@ -149,8 +183,6 @@ def check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, 
     utils.check_positive_int(plateau_patience, "plateau_patience", minimum=0)
     if early_stopping is not None:
         utils.check_positive_int(early_stopping, "early_stopping")
-    if not isinstance(resume, (bool, np.bool_)):
-        raise ValueError(f"`resume` must be True or False. Received: resume={resume!r}")
     if mixed_precision not in (None, *PRECISIONS):
         raise ValueError(f"`mixed_precision` must be None, 'bfloat16' or 'float16'. "
                          f"Received: mixed_precision={mixed_precision!r}")
@@ -206,9 +238,46 @@ def mixed_precision_policy(precision: str | None) -> Iterator[None]:
 # --------------------------------------------------------------------------- callbacks and files
 
 
-def _save_model(model: keras.Model, path: str) -> None:
+def _save_model(model: keras.Model, path: str, training_state: dict | None = None) -> None:
+    """Save ``model`` atomically; ``training_state`` (JSON-able) goes into the same archive."""
     with utils.atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
+        if training_state is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(CHECKPOINT_STATE_ENTRY, json.dumps(training_state))
+
+
+def _read_training_state(path: str) -> dict | None:
+    """The training state saved inside a checkpoint by :func:`_save_model` (None if it has none)."""
+    with zipfile.ZipFile(path) as archive:
+        if CHECKPOINT_STATE_ENTRY not in archive.namelist():
+            return None
+        return json.loads(archive.read(CHECKPOINT_STATE_ENTRY))
+
+
+def _random_state_variables(model: keras.Model) -> list:
+    """The variables of the model's random generators (``keras.random.SeedGenerator`` states), in model order.
+
+    Keras counts them among ``model.variables`` but not among
+    ``model.weights``, and does not save them in ``.keras`` files.
+    """
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def random_state(model: keras.Model) -> list[list[int]]:
+    """The states of the model's random generators (the dropout layers' seed generators), as lists of ints."""
+    return [np.asarray(keras.ops.convert_to_numpy(v)).tolist() for v in _random_state_variables(model)]
+
+
+def set_random_state(model: keras.Model, states: list) -> None:
+    """Put back states returned by :func:`random_state` (of a model of the same architecture)."""
+    variables = _random_state_variables(model)
+    if len(variables) != len(states):
+        raise RuntimeError(f"The saved training state holds {len(states)} random generator state(s); the model has "
+                           f"{len(variables)}.")
+    for variable, value in zip(variables, states):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def _write_json(path: str, data: dict) -> None:
@@ -239,6 +308,17 @@ class _PeriodicCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.freq == 0:
             _save_model(self.model, os.path.join(self.directory, CHECKPOINT_FILE.format(epoch=epoch + 1)))
+
+
+class _EpochFeed(keras.callbacks.Callback):
+    """Set a data source's epoch variable as each epoch begins (before its batches are read)."""
+
+    def __init__(self, variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(int(epoch))
 
 
 class _LearningRateLog(keras.callbacks.Callback):
@@ -284,21 +364,30 @@ class _EarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class _RunStateWriter(keras.callbacks.Callback):
-    """After each epoch: ``last.keras``, best weights if they changed, then ``run_state.json``."""
+    """After each epoch: best weights if they changed, ``last.keras`` with the training state, ``run_state.json``.
+
+    The training state (epoch count, optimiser steps, callback counters,
+    random generator states) lives inside ``last.keras``, so it always
+    matches the weights there, wherever a kill falls.  Best weights are
+    written first: a kill before ``last.keras`` is replaced leaves the best
+    weights of the epoch that the resumed run trains again.
+    """
 
     def __init__(self, directory: str, state: dict, stateful: dict):
         super().__init__()
         self.directory, self.state, self.stateful = directory, state, stateful
 
     def on_epoch_end(self, epoch, logs=None):
-        _save_model(self.model, os.path.join(self.directory, STATE_MODEL_FILE))
         early = self.stateful.get("early_stopping")
         if early is not None and early.best_epoch == epoch and early.best_weights is not None:
             with utils.atomic_path(os.path.join(self.directory, BEST_WEIGHTS_FILE), suffix=".npz") as tmp:
                 np.savez(tmp, *early.best_weights)
-        self.state.update(completed_epochs=epoch + 1, iterations=int(self.model.optimizer.iterations),
-                          stopped=bool(self.model.stop_training),
-                          callbacks={name: cb.get_state() for name, cb in self.stateful.items()})
+        epoch_state = {"completed_epochs": epoch + 1, "iterations": int(self.model.optimizer.iterations),
+                       "stopped": bool(self.model.stop_training),
+                       "callbacks": {name: cb.get_state() for name, cb in self.stateful.items()},
+                       "random_state": random_state(self.model)}
+        _save_model(self.model, os.path.join(self.directory, STATE_MODEL_FILE), training_state=epoch_state)
+        self.state.update(epoch_state)
         _write_json(os.path.join(self.directory, STATE_FILE), self.state)
 
 
@@ -336,24 +425,38 @@ def _load_best_weights(directory: str) -> list | None:
 
 
 def _load_checkpoint(path: str, loss) -> keras.Model:
-    from gamornet.keras_model import CUSTOM_OBJECTS
+    from gamornet.keras_model import CUSTOM_OBJECTS, check_keras_archive
 
+    check_keras_archive(path, "checkpoint")
     custom = dict(CUSTOM_OBJECTS)
     if callable(loss) and hasattr(loss, "__name__"):
         custom[loss.__name__] = loss
     return keras.saving.load_model(path, custom_objects=custom, compile=True)
 
 
-def _resume_model(save_dir: str, state: dict, opts: FitOptions) -> tuple[keras.Model, int]:
-    """Load ``last.keras`` with its optimiser state; returns the model and the completed epochs."""
+def _resume_model(save_dir: str, state: dict, opts: FitOptions) -> tuple[keras.Model, dict]:
+    """Load ``last.keras`` with its optimiser and random states; returns the model and its training state.
+
+    The training state is the one saved inside the checkpoint.  Checkpoints
+    without one (written by earlier versions) are matched with
+    ``run_state.json`` by their optimiser step count, and their dropout
+    masks cannot continue where they stopped.
+    """
     completed = int(state["completed_epochs"])
     path = os.path.join(save_dir, STATE_MODEL_FILE)
     if not os.path.isfile(path):
         raise RuntimeError(f"Cannot resume: {path} is missing although {STATE_FILE} records {completed} "
                            "completed epoch(s).")
     model = _load_checkpoint(path, opts.loss)
-    iterations, expected = int(model.optimizer.iterations), int(state["iterations"])
-    steps = state.get("steps_per_epoch")
+    iterations = int(model.optimizer.iterations)
+    saved = _read_training_state(path)
+    if saved is not None:
+        if int(saved["iterations"]) != iterations:
+            raise RuntimeError(f"Cannot resume: the optimiser of {path} is at step {iterations}, but the training "
+                               f"state saved with it records step {saved['iterations']}.")
+        set_random_state(model, saved["random_state"])
+        return model, saved
+    expected, steps = int(state["iterations"]), state.get("steps_per_epoch")
     if iterations != expected:
         # Killed after last.keras was replaced but before run_state.json: the checkpoint is one epoch ahead.
         if steps and iterations == expected + steps:
@@ -361,7 +464,70 @@ def _resume_model(save_dir: str, state: dict, opts: FitOptions) -> tuple[keras.M
         else:
             raise RuntimeError(f"Cannot resume: the optimiser state of {path} is at step {iterations}, but "
                                f"{STATE_FILE} records step {expected} after {completed} epoch(s).")
-    return model, completed
+    warnings.warn(f"{path} holds no random generator states (written by an earlier version): the resumed run's "
+                  "dropout masks differ from those of an uninterrupted run.", stacklevel=3)
+    return model, {**state, "completed_epochs": completed, "iterations": iterations}
+
+
+def _temporary_pattern() -> re.Pattern:
+    """Names of the temporary files :func:`gamornet.utils.atomic_path` writes beside this module's outputs."""
+    names = [re.escape(n) for n in (METRICS_FILE, FINAL_MODEL_FILE, STATE_MODEL_FILE, STATE_FILE, BEST_WEIGHTS_FILE)]
+    names.append(re.escape(CHECKPOINT_FILE.split("{")[0]) + r"\d+" + re.escape(os.path.splitext(CHECKPOINT_FILE)[1]))
+    return re.compile(r"\.(?:" + "|".join(names) + r")\.[A-Za-z0-9_]+\.part(?:\.[A-Za-z0-9]+)?")
+
+
+def remove_temporaries(directory) -> list[str]:
+    """Remove the temporary files of training outputs (left by a killed run) in ``directory``; returns their paths.
+
+    Only names of the form ``.NAME.XXXX.part.EXT`` where ``NAME`` is one of
+    the files training writes (``metrics.csv``, ``last.keras``,
+    ``model_0001.keras`` ...) are touched.
+    """
+    pattern, removed = _temporary_pattern(), []
+    with os.scandir(os.fspath(directory)) as entries:
+        for entry in entries:
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
+@contextlib.contextmanager
+def _run_directory(save_dir: str | None) -> Iterator[None]:
+    """Hold ``save_dir`` for one run: locked, cleared of stale temporaries, and of this run's own if it fails.
+
+    The lock is an advisory ``flock`` on the directory itself (nothing is
+    written for it); where the platform or file system has none, the run
+    goes ahead unlocked.
+    """
+    if save_dir is None:
+        yield
+        return
+    handle = None
+    try:
+        import fcntl
+
+        handle = os.open(save_dir, os.O_RDONLY)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise RuntimeError(f"`files_save_path` is being written by another training run (in this or another "
+                           f"process). Received: files_save_path={save_dir!r}") from None
+    except (ImportError, OSError):  # no fcntl (Windows), or a file system without locks
+        if handle is not None:
+            os.close(handle)
+        handle = None
+    try:
+        remove_temporaries(save_dir)
+        try:
+            yield
+        except BaseException:
+            remove_temporaries(save_dir)
+            raise
+    finally:
+        if handle is not None:
+            os.close(handle)  # releases the lock
 
 
 # --------------------------------------------------------------------------- the engine
@@ -391,18 +557,26 @@ def fit_model(build_model: Callable[[], keras.Model], train: Source, val: Source
     if opts.resume and save_dir is None:
         raise ValueError(f"`resume=True` needs a directory to keep the run's state in. "
                          f"Received: files_save_path={files_save_path!r}")
+    with _run_directory(save_dir):
+        return _fit(build_model, train, val, save_dir, opts)
+
+
+def _fit(build_model: Callable[[], keras.Model], train: Source, val: Source | None, save_dir: str | None,
+         opts: FitOptions) -> keras.Model:
     state = read_run_state(save_dir) if (opts.resume and save_dir) else None
     if save_dir and not opts.resume and os.path.exists(os.path.join(save_dir, STATE_FILE)):
         os.remove(os.path.join(save_dir, STATE_FILE))  # a new run: the old state no longer describes the files
     completed = int(state["completed_epochs"]) if state else 0
     if state and (state.get("stopped") or completed >= opts.epochs):
         return _finished_model(save_dir, state, opts)
+    epoch_state: dict = {}
     if completed:
-        model, completed = _resume_model(save_dir, state, opts)
+        model, epoch_state = _resume_model(save_dir, state, opts)
+        completed = int(epoch_state["completed_epochs"])
         if opts.verbose:
             print(f"Resuming the run in {save_dir} after epoch {completed} of {opts.epochs}")
-        if completed >= opts.epochs:
-            return _finished_model(save_dir, state, opts)
+        if epoch_state.get("stopped") or completed >= opts.epochs:
+            return _finished_model(save_dir, {**state, **epoch_state}, opts)
     else:
         with mixed_precision_policy(opts.mixed_precision):
             model = build_model()
@@ -412,7 +586,7 @@ def fit_model(build_model: Callable[[], keras.Model], train: Source, val: Source
     train_ds, steps = train.training_dataset(opts.batch_size, completed, seed, opts.augment, opts.steps_per_epoch)
     val_ds = val.validation_dataset(opts.batch_size) if val is not None else None
     monitor = "val_loss" if val is not None else "loss"
-    saved = (state or {}).get("callbacks", {})
+    saved = epoch_state.get("callbacks", {})
     stateful: dict = {}
     if opts.schedule == "plateau":
         stateful["plateau"] = _Plateau(saved.get("plateau") if completed else None, monitor=monitor,
@@ -424,6 +598,8 @@ def fit_model(build_model: Callable[[], keras.Model], train: Source, val: Source
                                                     monitor=monitor, patience=opts.early_stopping,
                                                     verbose=int(bool(opts.verbose)))
     callbacks: list = [_LearningRateLog(), *stateful.values()]
+    if train.epoch_variable is not None:
+        callbacks.insert(0, _EpochFeed(train.epoch_variable))
     if save_dir is not None:
         metrics_path = os.path.join(save_dir, METRICS_FILE)
         if completed:
@@ -432,7 +608,7 @@ def fit_model(build_model: Callable[[], keras.Model], train: Source, val: Source
         if opts.checkpoint_freq:
             callbacks.append(_PeriodicCheckpoint(save_dir, opts.checkpoint_freq))
         if opts.resume:
-            state = {**(state or {}), "format": 1, "completed_epochs": completed, "epochs": opts.epochs,
+            state = {**(state or {}), **epoch_state, "format": 2, "completed_epochs": completed, "epochs": opts.epochs,
                      "iterations": int(model.optimizer.iterations), "steps_per_epoch": steps, "seed": seed,
                      "stopped": False, "finished": False, "settings": opts.as_json()}
             if _RECORDED.get() is not None:
