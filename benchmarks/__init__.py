@@ -1,13 +1,10 @@
-"""GaMorNet's benchmarks, run with ``python -m benchmarks`` from the repository root.
+"""GaMorNet's benchmarks, run from a source checkout with ``python -m benchmarks`` (or ``gamornet bench``).
 
-The code lives in :mod:`gamornet.benchmark` (so ``gamornet bench`` runs the
-same thing from an installed package); this package is the entry point of a
-checkout.  ``benchmarks/predict_memory.py`` measures file-prediction memory
-alone.
+- :mod:`benchmarks.suite`: the one-run suite (:func:`~benchmarks.suite.main`);
+  its modules :mod:`~benchmarks.config` (what is measured, targets),
+  :mod:`~benchmarks.report` (figures, table), :mod:`~benchmarks.children`
+  (fresh-process measurements), :mod:`~benchmarks.sections` (one survey's
+  measurements) and :mod:`~benchmarks.torch_port` (the network in PyTorch);
+- ``benchmarks/predict_memory.py`` measures file-prediction memory alone,
+  ``benchmarks/train_from_disk.py`` training from a stack on disk.
 """
-
-from __future__ import annotations
-
-from gamornet.benchmark import main
-
-__all__ = ["main"]

@@ -1,6 +1,6 @@
 """Peak memory and speed of file prediction (:func:`gamornet.predict_files`) at N and 10N images.
 
-Each run is a fresh subprocess (:func:`gamornet.benchmark.measure_prediction_memory`)
+Each run is a fresh subprocess (:func:`benchmarks.children.measure_prediction_memory`)
 whose peak resident memory is its ``VmHWM``.  Peak memory should hardly grow
 from N to 10N: images are read batch by batch and only the ids and the
 table grow.  ``python -m benchmarks`` measures the same (FITS files, as
@@ -23,7 +23,8 @@ import tempfile
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gamornet.benchmark import SURVEYS, measure_prediction_memory  # noqa: E402
+from benchmarks.children import measure_prediction_memory  # noqa: E402
+from benchmarks.config import SURVEYS  # noqa: E402
 
 
 def write_inputs(directory: str, n: int, shape: tuple, kind: str) -> str:
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
     shape = SURVEYS[args.shape]
-    from gamornet.keras_model import build_keras_model
+    from gamornet.keras_backend.model import build_keras_model
 
     with tempfile.TemporaryDirectory(prefix="gamornet-bench-") as tmp:
         model = os.path.join(tmp, "model.keras")

@@ -2,7 +2,7 @@
 
 A convolutional neural network that classifies galaxy images as
 disk-dominated, indeterminate or bulge-dominated.  Two backends share one
-description of the network (:mod:`gamornet.network`):
+description of the network (:mod:`gamornet.core.network`):
 
 - :mod:`gamornet.keras_module` (Keras 3)
 - :mod:`gamornet.tflearn_module` (TFLearn 0.5.0 on TensorFlow 2)
@@ -28,7 +28,7 @@ __all__ = ["__version__", "predict_files", "merge_tables"]
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 #: Public names reached lazily, so ``import gamornet`` does not import TensorFlow.
-_LAZY = {"predict_files": "gamornet.batch_predict", "merge_tables": "gamornet.batch_predict"}
+_LAZY = {"predict_files": "gamornet.predict", "merge_tables": "gamornet.predict"}
 
 
 def __getattr__(name: str):

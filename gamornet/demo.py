@@ -20,7 +20,6 @@ exactly as a user would, and writes a report folder:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DemoSettings", "run_demo", "register_cli"]
+__all__ = ["DemoSettings", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,8 @@ def run_demo(output: str = "gamornet_demo", settings: DemoSettings | None = None
 
     from gamornet import evaluate
     from gamornet.keras_module import gamornet_predict_keras, gamornet_train_keras
-    from gamornet.thresholds import classify_probabilities, get_policy
-    from gamornet.utils import atomic_path, make_output_dir
+    from gamornet.core.thresholds import classify_probabilities, get_policy
+    from gamornet.core.files import atomic_path, make_output_dir
 
     settings = settings or DemoSettings()
     _check_settings(settings)
@@ -172,35 +171,3 @@ def _check_settings(s: DemoSettings) -> None:
         value = getattr(s, name)
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-
-
-def register_cli(subparsers) -> None:
-    """Add ``gamornet demo``."""
-    d = DemoSettings()
-    p = subparsers.add_parser(
-        "demo",
-        help="simulate galaxies, train GaMorNet, classify and evaluate (a few minutes)",
-        description="Simulate a training and a held-out set of bulge + disk galaxies, train GaMorNet on the first, "
-        "classify the second with the saved model and write a report folder (predictions table, confusion matrix, "
-        "threshold plot, trained model, summary).",
-    )
-    p.add_argument("--survey", choices=("SDSS", "CANDELS"), default=d.survey,
-                   help="image preset (default: %(default)s)")
-    p.add_argument("-n", type=int, default=d.n_train, dest="n_train",
-                   help="training galaxies (default: %(default)s; held-out set: half as many)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="training epochs (default: %(default)s)")
-    p.add_argument("--output", default="gamornet_demo", help="report folder (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=None, help="simulation processes (default: all cores)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default: %(default)s)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cli_main)
-
-
-def _cli_main(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    n_test = max(1, args.n_train // 2)
-    settings = replace(DemoSettings(), survey=args.survey, n_train=args.n_train, epochs=args.epochs,
-                       n_test=n_test, n_validation=max(1, args.n_train // 8), seed=args.seed)
-    run_demo(args.output, settings, workers=args.workers, verbose=0 if args.quiet else 1)
-    return 0

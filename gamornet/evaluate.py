@@ -13,25 +13,23 @@
 
 True labels may be class names or one-hot rows; predictions may be class names
 or ``(N, 3)`` probabilities ``[P_disk, P_indeterminate, P_bulge]``, which are
-turned into names with :func:`gamornet.thresholds.classify_probabilities` and
+turned into names with :func:`gamornet.core.thresholds.classify_probabilities` and
 a policy.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from gamornet.network import CLASS_NAMES
-from gamornet.thresholds import POLICIES, ThresholdPolicy, check_probabilities, classify_probabilities, get_policy
-from gamornet.utils import atomic_path, make_output_dir
+from gamornet.core.files import atomic_path, make_output_dir
+from gamornet.core.network import CLASS_NAMES
+from gamornet.core.thresholds import POLICIES, ThresholdPolicy, check_probabilities, classify_probabilities, get_policy
 
 __all__ = [
     "ConfusionMatrix",
@@ -44,7 +42,8 @@ __all__ = [
     "plot_threshold_sweep",
     "evaluate_tables",
     "table_policy",
-    "register_cli",
+    "read_table",
+    "write_report",
 ]
 
 PROBABILITY_COLUMNS: tuple[str, str, str] = ("p_disk", "p_indeterminate", "p_bulge")
@@ -275,7 +274,7 @@ def plot_threshold_sweep(sweep, path: str | os.PathLike, title: str | None = Non
 # --------------------------------------------------------------------------- command line
 
 
-def _read_table(path: str, argument: str):
+def read_table(path: str, argument: str):
     from astropy.table import Table
 
     if not os.path.isfile(path):
@@ -382,32 +381,36 @@ def table_policy(predictions, policy: str | ThresholdPolicy | None = None) -> Th
     return get_policy(str(name))
 
 
-def register_cli(subparsers) -> None:
-    """Add ``gamornet evaluate``."""
-    p = subparsers.add_parser("evaluate", help="score predictions against true labels",
-                              description="Confusion matrix, summary and threshold sweep of a prediction table.")
-    p.add_argument("predictions", metavar="PREDICTIONS", help="table with p_disk, p_indeterminate, p_bulge (and id)")
-    p.add_argument("catalog", metavar="CATALOG", help="table with label or bt (and id)")
-    p.add_argument("--policy", default=None,
-                   help="threshold policy name (default: the policy recorded in PREDICTIONS by gamornet predict, "
-                        f"else {DEFAULT_POLICY})")
-    p.add_argument("--output", default="evaluation", help="output directory (default ./evaluation)")
-    p.set_defaults(func=_cli_main)
+def write_report(predictions, catalog, output, policy: str | ThresholdPolicy | None = None) -> dict[str, Any]:
+    """Score a predictions table against a catalogue and write the report files into ``output``.
 
+    Files: ``confusion_matrix.png``, ``threshold_sweep.png``,
+    ``threshold_sweep.ecsv`` and ``summary.json``, each written atomically.
 
-def _cli_main(args: argparse.Namespace) -> int:
-    if args.policy is not None:
-        get_policy(args.policy)  # a bad name fails before any file is read
-    predictions = _read_table(args.predictions, "PREDICTIONS")
-    policy = table_policy(predictions, args.policy)
-    if args.policy is None and "policy" not in {str(k).lower() for k in predictions.meta}:
-        print(f"gamornet evaluate: note: PREDICTIONS record no threshold policy (.csv tables hold no metadata); "
-              f"scoring with {policy.name}. Choose another with --policy.", file=sys.stderr)
-    probs, true = evaluate_tables(predictions, _read_table(args.catalog, "CATALOG"))
-    out = Path(make_output_dir(args.output))
-    result = summary(true, probs, policy)
-    plot_confusion_matrix(confusion_matrix(true, probs, policy), out / "confusion_matrix.png",
-                          title=f"Confusion matrix ({policy.name}; columns sum to 1)")
+    Parameters
+    ----------
+    predictions, catalog : str or os.PathLike
+        Tables (see :func:`evaluate_tables`).
+    output : str or os.PathLike
+        Report folder (created if missing).
+    policy : str or ThresholdPolicy, optional
+        Default: the policy recorded in ``predictions`` (:func:`table_policy`).
+
+    Returns
+    -------
+    dict
+        The summary (NaN as None) with ``policy``, and ``policy_recorded``:
+        whether the table recorded its policy.
+    """
+    if policy is not None:
+        get_policy(policy)  # a bad name fails before any file is read
+    predicted = read_table(predictions, "PREDICTIONS")
+    rule = table_policy(predicted, policy)
+    probs, true = evaluate_tables(predicted, read_table(catalog, "CATALOG"))
+    out = Path(make_output_dir(output))
+    result = summary(true, probs, rule)
+    plot_confusion_matrix(confusion_matrix(true, probs, rule), out / "confusion_matrix.png",
+                          title=f"Confusion matrix ({rule.name}; columns sum to 1)")
     sweep = threshold_sweep(probs, true)
     with atomic_path(out / "threshold_sweep.ecsv", suffix=".ecsv") as tmp:
         sweep.write(tmp, format="ascii.ecsv", overwrite=True)
@@ -415,7 +418,5 @@ def _cli_main(args: argparse.Namespace) -> int:
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
     with atomic_path(out / "summary.json", suffix=".json") as tmp, open(tmp, "w") as f:
         f.write(json.dumps(clean, indent=2) + "\n")
-    for key, value in clean.items():
-        print(f"{key:24s} {value:.4f}" if isinstance(value, float) else f"{key:24s} {value}")
-    print(f"Wrote {out / 'confusion_matrix.png'}, {out / 'threshold_sweep.png'}, {out / 'summary.json'}")
-    return 0
+    recorded = policy is not None or "policy" in {str(k).lower() for k in predicted.meta}
+    return {**clean, "policy": rule.name, "policy_recorded": recorded}

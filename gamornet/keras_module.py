@@ -11,15 +11,21 @@ from __future__ import annotations
 import os
 
 import keras
-import numpy as np
 
-from gamornet import data, training, utils
-from gamornet.batching import format_predictions, predict_in_batches
-from gamornet.keras_model import apply_weights, build_keras_model, load_keras_model, read_weights, weighted_layers
+from gamornet import data
+from gamornet.core.files import resolve_save_dir
+from gamornet.core.network import PREPROCESSING_KEYS, STRETCHES
+from gamornet.core.progress import format_predictions, predict_in_batches
+from gamornet.core.validation import check_bools, check_choice, check_flag, check_input_shape, check_predict_inputs
+from gamornet.keras_backend import training
+from gamornet.keras_backend.forward import load_forward
+from gamornet.keras_backend.layers import PixelScaling
+from gamornet.keras_backend.model import apply_weights, build_keras_model, read_weights, weighted_layers
+from gamornet.published.models import resolve_model_path
 
 __all__ = ["gamornet_predict_keras", "gamornet_train_keras", "gamornet_tl_keras", "gamornet_build_model_keras"]
 
-#: File names written into ``files_save_path`` by training (defined in :mod:`gamornet.training`).
+#: File names written into ``files_save_path`` by training (defined in :mod:`gamornet.keras_backend.training`).
 METRICS_FILE = training.METRICS_FILE
 FINAL_MODEL_FILE = training.FINAL_MODEL_FILE
 CHECKPOINT_FILE = training.CHECKPOINT_FILE
@@ -35,39 +41,7 @@ def gamornet_build_model_keras(input_shape, lrn: str = "keras") -> keras.Model:
     lrn : {"keras", "tflearn"}
         Flavour of the local response normalisation.
     """
-    return build_keras_model(utils.check_input_shape(input_shape), lrn=lrn)
-
-
-def _forward_function(model: keras.Model, training: bool = False):
-    """A compiled forward pass of ``model`` on numpy batches, built once per model."""
-    attr = "_gamornet_forward_train" if training else "_gamornet_forward"
-    fn = getattr(model, attr, None)
-    if fn is not None:
-        return fn
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-        compiled = tf.function(lambda x: model(x, training=training), input_signature=[spec])
-
-        def fn(batch):
-            return compiled(batch).numpy()
-    else:  # other Keras backends: eager calls, still without the fit/predict data pipeline
-
-        def fn(batch):
-            return keras.ops.convert_to_numpy(model(batch, training=training))
-
-    setattr(model, attr, fn)
-    return fn
-
-
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int = 64, progress: bool = False,
-                          training: bool = False) -> np.ndarray:
-    """Probabilities ``(N, 3)`` of validated images, batch by batch through a compiled function.
-
-    ``training=True`` keeps dropout active (Monte-Carlo dropout).
-    """
-    return predict_in_batches(_forward_function(model, training), images, batch_size, progress)
+    return build_keras_model(check_input_shape(input_shape), lrn=lrn)
 
 
 def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False, *,
@@ -109,13 +83,12 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     """
     for name, flag in (("individual_arrays", individual_arrays), ("progress", progress),
                        ("reuse_model", reuse_model)):
-        training.check_flag(flag, name)
-    shape, images, batch_size = utils.check_predict_inputs(img_array, input_shape, batch_size)
-    if lrn not in (None, "keras", "tflearn"):
-        raise ValueError(f"`lrn` must be None, 'keras' or 'tflearn'. Received: lrn={lrn!r}")
-    path = utils.resolve_model_path(model_load_path, "keras", progress=progress)
-    model = load_keras_model(path, shape, lrn=lrn, reuse=reuse_model)
-    probabilities = predict_probabilities(model, images, batch_size, progress)
+        check_flag(flag, name)
+    shape, images, batch_size = check_predict_inputs(img_array, input_shape, batch_size)
+    check_choice(lrn, "lrn", ("keras", "tflearn"), allow_none=True)
+    forward = load_forward(resolve_model_path(model_load_path, "keras", progress=progress), shape, lrn=lrn,
+                           reuse=reuse_model)
+    probabilities = predict_in_batches(forward, images, batch_size, progress)
     return format_predictions(probabilities, individual_arrays)
 
 
@@ -196,7 +169,7 @@ _FILES_DOC = """files_save_path : str
 
 
 def _check_data(training_imgs, training_labels, validation_imgs, validation_labels, input_shape):
-    shape = utils.check_input_shape(input_shape)
+    shape = check_input_shape(input_shape)
     train = data.as_source(training_imgs, training_labels, shape, "training")
     if validation_imgs is None and validation_labels is None:
         return shape, train, None
@@ -209,24 +182,20 @@ def _check_data(training_imgs, training_labels, validation_imgs, validation_labe
 
 
 def _check_preprocessing(preprocessing) -> dict | None:
-    from gamornet.preprocessing import STRETCHES, PixelScaling
-
     if preprocessing is None:
         return None
     config = {"stretch": preprocessing} if isinstance(preprocessing, str) else preprocessing
-    if (not isinstance(config, dict) or not set(config) <= set(PixelScaling.CONFIG_KEYS)
+    if (not isinstance(config, dict) or not set(config) <= set(PREPROCESSING_KEYS)
             or config.get("stretch", "linear") not in STRETCHES):
         raise ValueError(f"`preprocessing` must be None, a stretch name ({', '.join(STRETCHES)}) or a dict with keys "
-                         f"{list(PixelScaling.CONFIG_KEYS)}. Received: preprocessing={preprocessing!r}")
+                         f"{list(PREPROCESSING_KEYS)}. Received: preprocessing={preprocessing!r}")
     PixelScaling(**config)  # checks the values
     return dict(config)
 
 
 def _check_save_path(files_save_path) -> None:
-    """The checks of :func:`gamornet.utils.resolve_save_dir`, without creating the directory yet."""
-    if not isinstance(files_save_path, (str, os.PathLike)) or not os.fspath(files_save_path) or os.path.exists(
-            files_save_path):
-        utils.resolve_save_dir(files_save_path)
+    """The checks of :func:`gamornet.core.files.resolve_save_dir`, without creating the directory yet."""
+    resolve_save_dir(files_save_path, create=False)
 
 
 def _resumes(files_save_path, opts: training.FitOptions) -> bool:
@@ -275,7 +244,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     preprocessing : str or dict, optional, keyword-only
         Pixel scaling stored in the model, so the saved model takes raw
         pixels: a stretch name (``"linear"``, ``"asinh"``, ``"per_image"``)
-        or a :class:`gamornet.preprocessing.PixelScaling` configuration
+        or a :class:`gamornet.keras_backend.layers.PixelScaling` configuration
         (``stretch``, ``offset``, ``scale``).  With ``load_model`` it replaces
         the loaded model's scaling.
     {options}
@@ -285,7 +254,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     keras.Model
         The trained model (with early stopping, the best epoch's weights).
     """
-    training.check_flag(load_model, "load_model")
+    check_flag(load_model, "load_model")
     shape, train, val = _check_data(training_imgs, training_labels, validation_imgs, validation_labels, input_shape)
     opts = training.check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss,
                                       save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
@@ -295,8 +264,8 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     _check_save_path(files_save_path)
     weights = None
     if load_model and not _resumes(files_save_path, opts):  # read and check the starting model before training
-        weights = read_weights(utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
-    utils.resolve_save_dir(files_save_path)
+        weights = read_weights(resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
+    resolve_save_dir(files_save_path)
 
     def build() -> keras.Model:
         if weights is None:
@@ -340,16 +309,16 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
     are never modified, so the function can be called any number of times.
     """
     shape, train, val = _check_data(training_imgs, training_labels, validation_imgs, validation_labels, input_shape)
-    load_bools = utils.check_bools(load_layers_bools, "load_layers_bools")
-    train_bools = utils.check_bools(trainable_bools, "trainable_bools")
+    load_bools = check_bools(load_layers_bools, "load_layers_bools")
+    train_bools = check_bools(trainable_bools, "trainable_bools")
     opts = training.check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss,
                                       save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
                                       early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
                                       optimizer)
     _check_save_path(files_save_path)
     if not _resumes(files_save_path, opts):  # fetch and check the starting model now, before training
-        weights = read_weights(utils.resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
-    utils.resolve_save_dir(files_save_path)
+        weights = read_weights(resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
+    resolve_save_dir(files_save_path)
 
     def build() -> keras.Model:
         model = build_keras_model(shape, lrn=weights.lrn, preprocessing=weights.preprocessing, seed=opts.seed)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
+from pathlib import Path
 
 import numpy as np
+
+#: The checkout the tests run from (the root of the repository).
+REPO = Path(__file__).resolve().parents[1]
 
 #: CPU flags that decide which oneDNN kernels run (and so the order of float32 sums).
 CPU_FLAGS: tuple[str, ...] = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
@@ -70,7 +75,7 @@ def keras2_model(lrn: str, shape=SMALL_SHAPE):
     import tensorflow as tf
     import tf_keras
 
-    from gamornet.network import LAYERS
+    from gamornet.core.network import LAYERS
 
     lrn_class = _keras2_lrn_classes(tf, tf_keras)[lrn]
     layers = tf_keras.layers
@@ -113,3 +118,54 @@ def run_gamornet(args, cwd, file_size_limit: int | None = None, **kwargs):
 
     return subprocess.run([sys.executable, "-m", "gamornet", *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, preexec_fn=limit if file_size_limit is not None else None, **kwargs)
+
+
+def build_plain_tflearn_network(shape):
+    """GaMorNet written out with TFLearn's layer functions and default names, as TFLearn users write it.
+
+    Must be called inside a graph context (``gamornet.tflearn_compat.building_graph``).
+    """
+    from gamornet.tflearn_backend.compat import import_tflearn
+
+    tflearn = import_tflearn()
+    net = tflearn.input_data(shape=[None, *shape])
+    net = tflearn.conv_2d(net, 96, 11, strides=4, activation="relu")
+    net = tflearn.max_pool_2d(net, 3, strides=2)
+    net = tflearn.local_response_normalization(net)
+    net = tflearn.conv_2d(net, 256, 5, activation="relu")
+    net = tflearn.max_pool_2d(net, 3, strides=2)
+    net = tflearn.local_response_normalization(net)
+    net = tflearn.conv_2d(net, 384, 3, activation="relu")
+    net = tflearn.conv_2d(net, 384, 3, activation="relu")
+    net = tflearn.conv_2d(net, 256, 3, activation="relu")
+    net = tflearn.max_pool_2d(net, 3, strides=2)
+    net = tflearn.local_response_normalization(net)
+    net = tflearn.fully_connected(net, 4096, activation="tanh")
+    net = tflearn.dropout(net, 0.5)
+    net = tflearn.fully_connected(net, 4096, activation="tanh")
+    net = tflearn.dropout(net, 0.5)
+    net = tflearn.fully_connected(net, 3, activation="softmax")
+    momentum = tflearn.Momentum(learning_rate=0.01, momentum=0.9)
+    return tflearn.regression(net, optimizer=momentum, loss="categorical_crossentropy")
+
+
+def plain_tflearn_model(shape, tmp_dir):
+    """(graph, tflearn.DNN) of the plain network, in a graph of its own."""
+    from gamornet.tflearn_backend.compat import building_graph, import_tflearn
+
+    tflearn = import_tflearn()
+    with building_graph() as graph:
+        net = build_plain_tflearn_network(shape)
+        dnn = tflearn.DNN(net, tensorboard_dir=os.path.join(str(tmp_dir), ""))
+    return graph, dnn
+
+
+def blob_data(n: int, seed: int = 0):
+    """Images of a blob of width 2, 4 or 7 px (disk, indeterminate, bulge) plus noise; one-hot labels."""
+    rng = np.random.default_rng(seed)
+    k = rng.permutation(np.arange(n) % 3)
+    yy, xx = np.mgrid[: SMALL_SHAPE[0], : SMALL_SHAPE[1]]
+    r2 = (yy - 15.5) ** 2 + (xx - 15.5) ** 2
+    width = np.array([2.0, 4.0, 7.0])[k]
+    images = 5.0 * np.exp(-r2[None] / (2 * width[:, None, None] ** 2)) + rng.normal(0, 0.3, (n, *SMALL_SHAPE[:2]))
+    return images[..., None].astype(np.float32), np.eye(3, dtype=np.float32)[k]

@@ -21,7 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from gamornet.network import tflearn_variable_prefixes, weight_shapes
+from gamornet.core.network import tflearn_variable_prefixes, weight_shapes
 
 
 def dead_url() -> str:

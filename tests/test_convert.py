@@ -7,14 +7,15 @@ import os
 
 import numpy as np
 import pytest
-from test_tflearn import plain_tflearn_model
 
 from gamornet import convert as cv
-from gamornet.keras_model import build_keras_model, read_weights, weighted_layers
-from gamornet.network import tflearn_variable_prefixes, weight_shapes
+from gamornet.cli.convert import register_cli
+from gamornet.core.network import tflearn_variable_prefixes
+from gamornet.keras_backend.model import build_keras_model, read_weights, weighted_layers
 from gamornet.tflearn_module import gamornet_predict_tflearn
+from gamornet.weights import read_checkpoint
 
-from helpers import SMALL_SHAPE, make_data
+from helpers import SMALL_SHAPE, make_data, plain_tflearn_model
 
 CKPT_FILES = (".index", ".meta", ".data-00000-of-00001")
 
@@ -62,11 +63,11 @@ def test_written_checkpoint_files_and_names(keras_source):
     for scope in tflearn_variable_prefixes():
         assert f"{scope}/W" in names and f"{scope}/b" in names
         assert f"{scope}/W/Momentum" in names  # the slots TFLearn training checkpoints hold
-    weights = cv.read_tflearn_checkpoint(prefix)
+    weights = read_checkpoint(prefix)
     assert weights.lrn == "tflearn" and weights.source == prefix
     _assert_same_arrays(weights.arrays, _arrays(model))
     for suffix in CKPT_FILES:
-        _assert_same_arrays(cv.read_tflearn_checkpoint(prefix + suffix).arrays, _arrays(model))
+        _assert_same_arrays(read_checkpoint(prefix + suffix).arrays, _arrays(model))
 
 
 def test_keras_tflearn_keras_tflearn_round_trip_is_identical(keras_source, tmp_path):
@@ -78,7 +79,7 @@ def test_keras_tflearn_keras_tflearn_round_trip_is_identical(keras_source, tmp_p
     h5 = cv.convert(prefix + ".index", str(tmp_path / "back.h5"), SMALL_SHAPE)
     _assert_same_arrays(read_weights(h5).arrays, _arrays(model))
     again = cv.convert(back, str(tmp_path / "again"))  # input shape from the Keras file
-    _assert_same_arrays(cv.read_tflearn_checkpoint(again).arrays, _arrays(model))
+    _assert_same_arrays(read_checkpoint(again).arrays, _arrays(model))
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]
     # the same function in every form
     np.testing.assert_allclose(gamornet_predict_tflearn(x, again, SMALL_SHAPE, progress=False), expected, atol=1e-5)
@@ -109,27 +110,7 @@ def test_keras_lrn_weights_warn_and_preprocessing_refused(tmp_path):
     assert not os.path.exists(tmp_path / "scaled.index")
 
 
-def test_input_shape_inference():
-    for shape in ((167, 167, 1), (83, 83, 1), (83, 83, 3)):
-        arrays = [(np.zeros(k, np.float32), np.zeros(b, np.float32)) for k, b in weight_shapes(shape)]
-        assert cv.infer_input_shape(arrays) == shape
-    arrays = [(np.zeros(k, np.float32), np.zeros(b, np.float32)) for k, b in weight_shapes(SMALL_SHAPE)]
-    with pytest.raises(ValueError, match="input_shape"):
-        cv.infer_input_shape(arrays)
-
-
-def test_bad_checkpoints(tmp_path, keras_source):
-    import tensorflow as tf
-
-    with pytest.raises(FileNotFoundError, match="not an existing TFLearn checkpoint"):
-        cv.read_tflearn_checkpoint(str(tmp_path / "missing"))
-    for suffix in CKPT_FILES:
-        (tmp_path / f"garbage{suffix}").write_bytes(b"\0garbage")
-    with pytest.raises(ValueError, match="could not be read"):
-        cv.read_tflearn_checkpoint(str(tmp_path / "garbage"))
-    other = tf.train.Checkpoint(v=tf.Variable(1.0)).write(str(tmp_path / "other"))
-    with pytest.raises(ValueError, match="no variable 'Conv2D/W'"):
-        cv.read_tflearn_checkpoint(other)
+def test_conversion_needs_a_fitting_input_shape(tmp_path, keras_source):
     # a 32x32 checkpoint fits neither preset: the input shape must be given
     with pytest.raises(ValueError, match="input_shape"):
         cv.convert(keras_source[1], str(tmp_path / "x.keras"))
@@ -140,7 +121,7 @@ def test_bad_checkpoints(tmp_path, keras_source):
 
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="gamornet")
-    cv.register_cli(parser.add_subparsers(dest="command"))
+    register_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -153,17 +134,12 @@ def test_cli(keras_source, tmp_path, capsys):
     _assert_same_arrays(read_weights(dst).arrays, _arrays(model))
     assert _cli(["convert", dst, str(tmp_path / "cli-ckpt"), "--quiet"]) == 0
     assert capsys.readouterr().out == ""
-    _assert_same_arrays(cv.read_tflearn_checkpoint(str(tmp_path / "cli-ckpt")).arrays, _arrays(model))
+    _assert_same_arrays(read_checkpoint(str(tmp_path / "cli-ckpt")).arrays, _arrays(model))
     with pytest.raises(SystemExit):
         _cli(["convert", prefix, dst, "--input-shape", "32,32"])
     with pytest.raises(FileNotFoundError):
         _cli(["convert", str(tmp_path / "nothing"), dst])
-    import gamornet.cli
+    from gamornet.cli import main
 
-    if "gamornet.convert" in gamornet.cli.COMMAND_MODULES:
-        try:
-            gamornet.cli.build_parser()
-        except ImportError:  # another subcommand's module not written yet
-            return
-        assert gamornet.cli.main(["convert", prefix, str(tmp_path / "main.keras"), "--input-shape", "32,32,1"]) == 0
-        assert gamornet.cli.main(["convert", str(tmp_path / "nothing"), dst]) == 2
+    assert main(["convert", prefix, str(tmp_path / "main.keras"), "--input-shape", "32,32,1"]) == 0
+    assert main(["convert", str(tmp_path / "nothing"), dst]) == 2

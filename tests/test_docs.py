@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import REPO
 from servers import http_server, write_checkpoint, write_keras_file
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 TUTORIALS = REPO / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
@@ -300,7 +300,7 @@ def test_examples_are_collected():
 @pytest.fixture(scope="module")
 def example_server(tmp_path_factory):
     """A local HTTP server holding stand-ins of the published Keras models at the registry's paths."""
-    from gamornet.registry import MODELS
+    from gamornet.published.registry import MODELS
 
     root = tmp_path_factory.mktemp("published")
     for (_, flavor), info in MODELS.items():

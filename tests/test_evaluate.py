@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from astropy.table import Table
 from gamornet import cli
 from gamornet import evaluate as ev
 
-from helpers import run_gamornet
+from helpers import REPO, run_gamornet
 
 # [P_disk, P_indeterminate, P_bulge], true class; the keras_sdss policy (0.70 / 0.70) predicts the comment.
 PROBS = np.array([
@@ -130,7 +129,6 @@ def test_evaluate_cli_end_to_end(tmp_path, capsys):
     assert "p_disk" in capsys.readouterr().err
 
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _prediction_table(probs, meta=None) -> Table:

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from gamornet.keras_model import weighted_layers
+from gamornet.keras_backend.model import weighted_layers
 from gamornet.keras_module import gamornet_predict_keras, gamornet_tl_keras, gamornet_train_keras
 
 from helpers import ORDER_ATOL, SMALL_SHAPE, make_data
@@ -73,7 +73,7 @@ def test_integer_images_are_accepted(trained_keras_model):
 
 
 def test_model_reused_until_file_changes(tmp_path, trained_keras_model):
-    from gamornet.keras_model import load_keras_model
+    from gamornet.keras_backend.model import load_keras_model
 
     path, model = trained_keras_model
     a = load_keras_model(path, SMALL_SHAPE)
@@ -146,7 +146,7 @@ def test_sdss_dense_weights_do_not_fit_another_shape(trained_keras_model, small_
 
 
 def test_published_name_goes_through_the_resolver(monkeypatch, small_data):
-    from gamornet import utils
+    from gamornet import keras_module
 
     seen = []
 
@@ -154,7 +154,7 @@ def test_published_name_goes_through_the_resolver(monkeypatch, small_data):
         seen.append((name, flavor))
         raise RuntimeError("resolver reached")
 
-    monkeypatch.setattr(utils, "resolve_model_path", fake_resolve)
+    monkeypatch.setattr(keras_module, "resolve_model_path", fake_resolve)
     x, _ = small_data
     with pytest.raises(RuntimeError, match="resolver reached"):
         gamornet_predict_keras(x, "SDSS_tl", SMALL_SHAPE)

@@ -20,8 +20,8 @@
     ``GAMORNET_DOCS_EXECUTE=0`` renders code only.
 ``.. gamornet-automodule:: MODULE``
     A section titled with the module name followed by ``automodule`` with
-    ``:members:``; modules not (yet) present in the package are skipped, so a
-    module still in progress never breaks the build.
+    ``:members:``; a module missing from the package is a warning (so
+    ``sphinx-build -W`` fails).
 
 Each directive produces reStructuredText lines that are inserted into the
 document being parsed (as the ``include`` directive does), so the headings it
@@ -360,7 +360,7 @@ def module_exists(name: str) -> bool:
 
 
 class AutomoduleDirective(Directive):
-    """``.. gamornet-automodule:: gamornet.NAME``: a section with the module's autodoc, if it exists.
+    """``.. gamornet-automodule:: gamornet.NAME``: a section with the module's autodoc (a missing module warns).
 
     Options ``:exclude-members:`` and ``:heading:`` (underline character,
     default ``-``) are passed on.
@@ -373,7 +373,7 @@ class AutomoduleDirective(Directive):
     def run(self):
         name = self.arguments[0]
         if not module_exists(name):
-            logger.info(f"gamornet-automodule: {name} is not in this checkout; its section is left out")
+            logger.warning(f"gamornet-automodule: no module {name} in this checkout")
             return []
         title = f"``{name}``"
         lines = ["", title, self.options.get("heading", "-") * len(title), "", f".. automodule:: {name}",

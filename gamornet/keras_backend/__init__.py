@@ -1,0 +1,14 @@
+"""GaMorNet on Keras 3: its layers, the model and its saved forms, compiled forward passes, training.
+
+- :mod:`~gamornet.keras_backend.layers`: the LRN of both flavours and the
+  pixel scaling stored in models;
+- :mod:`~gamornet.keras_backend.model`: the model built from
+  :data:`gamornet.core.network.LAYERS`, weights read from any saved form;
+- :mod:`~gamornet.keras_backend.forward`: :func:`load_forward`, the
+  prediction entry point;
+- :mod:`~gamornet.keras_backend.training`: the training engine.
+"""
+
+from gamornet.keras_backend.forward import KerasForward, load_forward
+
+__all__ = ["KerasForward", "load_forward"]

@@ -1,0 +1,15 @@
+"""Survey-scale prediction from files: inputs, FITS reading, checks, chunks, tables, and :func:`predict_files`.
+
+The pipeline, in the order the data flows: :mod:`~gamornet.predict.inputs`
+(one reference per image), :mod:`~gamornet.predict.fits` (reading FITS
+cutouts), :mod:`~gamornet.predict.images` (checks before anything is
+predicted, batches read ahead), the backends' forward passes,
+:mod:`~gamornet.predict.chunks` (finished work kept for resuming) and
+:mod:`~gamornet.predict.tables` (the output table, shards, merging).
+:mod:`~gamornet.predict.files` holds :func:`predict_files`, which runs it.
+"""
+
+from gamornet.predict.files import predict_files
+from gamornet.predict.tables import merge_tables, read_table
+
+__all__ = ["predict_files", "merge_tables", "read_table"]

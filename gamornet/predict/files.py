@@ -1,0 +1,467 @@
+"""Predict the morphology of many images from files: chunked, resumable, sharded, multi-GPU.
+
+:func:`predict_files` reads top to bottom as the data flows:
+
+1. inputs -> one id per image (:func:`gamornet.predict.inputs.list_images`, sorted paths);
+2. shard ``I/N``: the I-th of N contiguous blocks of that sorted list
+   (:func:`shard_bounds`), so a job array of N tasks covers a catalogue exactly
+   once and the shard tables, stacked in shard order, are the whole table;
+3. validation before anything is predicted (:func:`gamornet.predict.inputs.list_images`,
+   :func:`gamornet.predict.images.scan_images`): unreadable or cut-short files, wrong
+   shapes or dtypes and broken links raise, naming every such file, or with
+   ``skip_bad`` are recorded and skipped;
+4. batches read by a background thread pool (:class:`gamornet.predict.images.ImageReader`);
+5. the backend's forward pass (its ``load_forward``) -> probabilities, plus with
+   ``mc_samples=N`` N passes with dropout active (mean and std);
+6. chunks of ``chunk_size`` images saved to ``<output>.chunks/``; ``resume``
+   continues after the last complete chunk;
+7. threshold policy -> labels -> an astropy Table, written atomically.
+
+A run writing ``<output>`` holds ``<output>.lock`` from start to end, so two
+runs never mix their chunks or tables (:func:`gamornet.core.files.output_lock`).
+
+With several GPUs visible (Keras flavour), the model is built under a
+``tf.distribute.MirroredStrategy`` scope and each batch is split across the
+replicas and run by ``strategy.run`` inside one ``tf.function``; pass
+``strategy=`` to choose another strategy, or ``None`` for one device.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from astropy.table import Table
+
+from gamornet import __version__
+from gamornet.core.files import OutputLockedError, output_lock
+from gamornet.core.network import CLASS_NAMES, INPUT_SHAPES
+from gamornet.core.progress import progress_bar
+from gamornet.core.thresholds import ThresholdPolicy, classify_probabilities, get_policy
+from gamornet.core.validation import (
+    check_callable,
+    check_choice,
+    check_flag,
+    check_input_shape,
+    check_number,
+    check_positive_int,
+)
+from gamornet.predict.chunks import ChunkStore
+from gamornet.predict.images import ImageReader, scan_images
+from gamornet.predict.inputs import bad_images_error, list_images
+from gamornet.predict.tables import (
+    CHUNKS_SUFFIX,
+    SHARED_META,
+    SKIPPED_SUFFIX,
+    check_output,
+    normalise_meta,
+    parse_shard,
+    read_table,
+    shard_bounds,
+    write_skipped,
+    write_table,
+)
+from gamornet.published.models import is_published_model, resolve_model_path
+from gamornet.published.registry import FLAVORS, get_model_info
+from gamornet.weights.paths import fingerprint
+
+__all__ = ["predict_files", "OutputLockedError"]
+
+
+def _check_hdu(hdu):
+    if hdu is None or (isinstance(hdu, str) and hdu) or (
+            isinstance(hdu, (int, np.integer)) and not isinstance(hdu, bool) and hdu >= 0):
+        return hdu if not isinstance(hdu, np.integer) else int(hdu)
+    raise ValueError(f"`hdu` must be an HDU number >= 0 or an EXTNAME. Received: hdu={hdu!r}")
+
+
+def _resolve_model(model, flavor: str, input_shape, policy) -> tuple[str, tuple, ThresholdPolicy]:
+    """Model label, input shape and threshold policy (registry defaults for published models)."""
+    check_choice(flavor, "flavor", FLAVORS)
+    if is_published_model(model):
+        info = get_model_info(model, flavor)
+        shape = check_input_shape(info.input_shape if input_shape is None else input_shape)
+        return model, shape, get_policy(info.policy if policy is None else policy)
+    if not isinstance(model, (str, os.PathLike)) or not os.fspath(model):
+        raise ValueError(f"`model` must be a published model name or a model path. Received: model={model!r}")
+    path = os.path.abspath(os.fspath(model))
+    if not (os.path.exists(path) or os.path.exists(path + ".index")):
+        raise FileNotFoundError(f"`model`: no such model file or published model name. Received: model={model!r}")
+    if input_shape is None:
+        raise ValueError("`input_shape` is required for a model file (published model names know theirs). "
+                         "Received: input_shape=None")
+    shape = check_input_shape(input_shape)
+    if policy is None:
+        policy = f"{flavor}_{'candels' if shape == INPUT_SHAPES['CANDELS'] else 'sdss'}"
+    return path, shape, get_policy(policy)
+
+
+# ---------------------------------------------------------------- backend
+
+
+class _Backend:
+    """The model's forward passes: ``run(images)`` -> dict of (n, 3) arrays (``probs``; ``mean``, ``std``).
+
+    Every forward pass gets a batch of exactly ``batch_size`` rows: the
+    images at the rows given, zeros elsewhere (their outputs are dropped).
+    The kernels a backend picks depend on the batch size, and their
+    arithmetic on a row's position in the batch, but never on the other
+    rows' values; :func:`predict_files` places each image at the same row
+    (its position in the whole run modulo ``batch_size``) in every shard,
+    chunk or resumed run, so those tables are bit-identical to one whole
+    run's.
+    """
+
+    def __init__(self, model: str, flavor: str, shape: tuple, batch_size: int, mc_samples: int, seed: int, strategy,
+                 progress: bool):
+        self.mc_samples, self.seed, self.batch_size = mc_samples, seed, batch_size
+        path = resolve_model_path(model, flavor, progress=progress)
+        if flavor == "tflearn":
+            from gamornet.tflearn_backend.network import load_forward
+
+            self.forward = load_forward(path, shape, source=model)
+        else:
+            from gamornet.keras_backend.forward import load_forward
+
+            self.forward = load_forward(path, shape, strategy=strategy)
+
+    def reseed(self, chunk: int) -> None:
+        """Reset the dropout random state to ``seed + chunk``: a chunk's MC passes do not depend on earlier chunks."""
+        if self.mc_samples:
+            self.forward.reseed(self.seed + chunk)
+
+    def run(self, images: np.ndarray, rows: Sequence[int]) -> dict[str, np.ndarray]:
+        """Outputs for ``images`` placed at ``rows`` of one zero-padded batch of ``batch_size``."""
+        n = images.shape[0]
+        if n == 0:
+            empty = np.zeros((0, 3), np.float32)
+            return {"probs": empty, **({"mean": empty, "std": empty} if self.mc_samples else {})}
+        rows = np.asarray(rows, dtype=np.intp)
+        padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
+        padded[rows] = images
+        out = {"probs": np.asarray(self.forward(padded), np.float32)[rows]}
+        if self.mc_samples:
+            passes = [np.asarray(self.forward.sample(padded), np.float64)[rows] for _ in range(self.mc_samples)]
+            samples = np.stack(passes)
+            out["mean"] = samples.mean(axis=0).astype(np.float32)
+            out["std"] = samples.std(axis=0).astype(np.float32)
+        return out
+
+
+# ---------------------------------------------------------------- chunks and table
+
+
+def _chunk_arrays(ids: list, results: list[dict], bad: list[tuple], int_ids: bool) -> dict[str, np.ndarray]:
+    arrays = {"ids": np.array(ids, dtype=np.int64 if int_ids else str)}
+    for key in results[0] if results else ("probs",):
+        arrays[key] = np.concatenate([r[key] for r in results]) if results else np.zeros((0, 3), np.float32)
+    arrays["bad_ids"] = np.array([str(i) for i, _ in bad], dtype=str)
+    arrays["bad_reasons"] = np.array([r for _, r in bad], dtype=str)
+    return arrays
+
+
+def _build_table(chunks: list[dict], policy: ThresholdPolicy, meta: dict) -> Table:
+    """The result table: id, p_* (and p_*_mean, p_*_std), label, metadata."""
+    table = Table(meta=meta)
+    table["id"] = np.concatenate([c["ids"] for c in chunks]) if chunks else np.array([], dtype=str)
+    probs = np.concatenate([c["probs"] for c in chunks]) if chunks else np.zeros((0, 3), np.float32)
+    for j, name in enumerate(CLASS_NAMES):
+        table[f"p_{name}"] = probs[:, j]
+    basis = probs
+    if meta["mc"]:
+        basis = np.concatenate([c["mean"] for c in chunks]) if chunks else probs
+        std = np.concatenate([c["std"] for c in chunks]) if chunks else probs
+        for j, name in enumerate(CLASS_NAMES):
+            table[f"p_{name}_mean"] = basis[:, j]
+            table[f"p_{name}_std"] = std[:, j]
+    table["label"] = classify_probabilities(basis, policy)
+    return table
+
+
+def _model_fingerprint(label: str) -> list:
+    """The model file's size and modification time (JSON-able), or [] for a published name."""
+    return [[size, mtime] for _, mtime, size in fingerprint(label)] if not is_published_model(label) else []
+
+
+# ---------------------------------------------------------------- predict
+
+
+def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=None, policy=None, output=None,
+                  batch_size: int = 64, shard=None, resume: bool = False, mc_samples: int = 0, crop_pad=None,
+                  nan_fill=None, skip_bad: bool = False, progress: bool = True, chunk_size: int = 4096, *,
+                  hdu=None, overwrite: bool = False, check_data: bool = False, seed: int = 0,
+                  strategy="auto", workers: int = 2, prefetch: int = 2,
+                  on_chunk: Callable[[int, int], None] | None = None) -> Table:
+    """Classify the galaxies of image files (or an array) into a table.
+
+    Parameters
+    ----------
+    inputs : str, os.PathLike, sequence of them, or numpy.ndarray
+        FITS files, ``.npy`` stacks, directories, glob patterns, or one
+        ``(N, H, W[, C])`` array; see :mod:`gamornet.predict.inputs`.
+    model : str
+        Published model name (``SDSS_sim``, ``SDSS_tl``, ``CANDELS_sim``,
+        ``CANDELS_tl``; fetched to the cache) or a model path.
+    flavor : {"keras", "tflearn"}
+        Backend (and which published files).
+    input_shape : str or tuple, optional
+        ``"SDSS"``, ``"CANDELS"`` or ``(H, W, C)``; known for published models,
+        required for a model path.
+    policy : str, ThresholdPolicy, tuple or mapping, optional
+        Threshold policy of the labels; by default the published model's, or
+        for a model path ``<flavor>_candels`` for CANDELS-shaped input and
+        ``<flavor>_sdss`` otherwise.
+    output : str, optional
+        Table file, written as ``.ecsv``, ``.csv`` (no metadata), ``.fits``
+        or ``.parquet`` by its ending.  Chunks go to ``<output>.chunks/``,
+        and the table appears, by an atomic rename, only when complete.
+        The run holds ``<output>.lock`` throughout: a second run writing the
+        same output (in any process) fails at once with
+        :class:`~gamornet.core.files.OutputLockedError`.
+    batch_size : int
+        Images per forward pass.  Every pass gets ``B = min(batch_size,
+        ntotal)`` rows, ``ntotal`` being the number of images of the whole
+        run before sharding, so a ``batch_size`` above the number of images
+        costs nothing.  The image at position ``g`` of the whole run's sorted
+        list always sits at row ``g % B`` of the pass covering positions
+        ``B * (g // B)`` onwards, the rows of images not in this run (other
+        shards or chunks, bad images) being zeros.  An image's
+        probabilities then depend only on it, ``B`` and its row, so shard,
+        chunk and resumed tables are bit-identical to one whole run's; other
+        batch sizes agree to about 1e-6.
+    shard : str or (int, int), optional
+        ``"I/N"``: predict only the I-th (1-based) of N contiguous blocks of
+        the sorted images.
+    resume : bool
+        Continue an interrupted or failed run with the same arguments from
+        its last complete chunk; the final table is identical to an
+        uninterrupted run's.  An already complete ``output`` is returned as
+        it is if it is the table of the same run: its metadata
+        ``run_sha256`` (a digest of the model, its file, the input files,
+        the shard split and every setting deciding the results) must equal
+        this call's, else the resume is refused.  Tables that record no
+        digest (``.csv``, which holds no metadata, and tables of older
+        versions) cannot be checked and are refused too; pass
+        ``overwrite=True`` to predict them again.  Array inputs are checked
+        by shape and dtype only.
+    mc_samples : int
+        Add Monte-Carlo dropout: N passes with dropout active give columns
+        ``p_<class>_mean`` and ``p_<class>_std`` (standard deviation over
+        the passes, ddof 0), and the label follows the means.  ``p_<class>``
+        stay the deterministic probabilities.  Keras only.
+    crop_pad : float, optional
+        Centre-crop or pad images of another size, padding with this value.
+    nan_fill : float, optional
+        Replace NaN / inf pixels with this value (else they are bad images).
+    skip_bad : bool
+        Skip bad images (unreadable, cut short, wrong shape or dtype, NaN,
+        broken links), listing them in ``table.meta["skipped"]`` and
+        ``<output>.skipped.csv``.  Otherwise they raise before anything is
+        predicted, except NaN pixels, which raise when the image is read
+        (or before, with ``check_data``).
+    progress : bool
+        Show a progress bar (images/s).
+    chunk_size : int
+        Images per saved chunk.
+    hdu : int or str, optional
+        FITS HDU number or EXTNAME.
+    overwrite : bool
+        Replace an existing ``output`` (and discard the chunks of an
+        interrupted or failed run, unless ``resume``).
+    check_data : bool
+        Read every image during validation, so NaN / inf pixels are found
+        before anything is predicted (reads the data twice).
+    seed : int
+        Seed of the MC dropout passes (chunk ``k`` uses ``seed + k``).
+    strategy : "auto", None or tf.distribute.Strategy
+        ``"auto"``: MirroredStrategy when several GPUs are visible.
+    workers : int
+        Reader threads (>= 1).
+    prefetch : int
+        Batches read ahead of the model (>= 0).
+    on_chunk : callable, optional
+        Called as ``on_chunk(chunks_done, n_chunks)`` after each saved chunk.
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``id``, ``p_disk``, ``p_indeterminate``, ``p_bulge`` (and
+        the MC columns), ``label``; metadata ``model``, ``flavor``,
+        ``policy``, ``shape``, ``mc``, ``version``, ``shard``, ``ntotal``
+        (images of all shards), ``nimages`` (of this shard), ``nskipped``,
+        ``skipped`` and ``run_sha256`` (see ``resume``).
+
+    Notes
+    -----
+    A run that fails (an exception other than an interruption) removes
+    ``<output>.chunks/`` when no chunk was complete; otherwise it keeps the
+    complete chunks and records its error in their manifest, so that a
+    rerun reports a failed run (with that error) rather than an
+    interrupted one, and ``resume=True`` continues it.
+    """
+    label, shape, rule = _resolve_model(model, flavor, input_shape, policy)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    mc_samples = check_positive_int(mc_samples, "mc_samples", minimum=0)
+    seed = check_positive_int(seed, "seed", minimum=0)
+    workers = check_positive_int(workers, "workers")
+    prefetch = check_positive_int(prefetch, "prefetch", minimum=0)
+    check_callable(on_chunk, "on_chunk")
+    for name, flag in (("resume", resume), ("skip_bad", skip_bad), ("progress", progress), ("overwrite", overwrite),
+                       ("check_data", check_data)):
+        check_flag(flag, name)
+    if mc_samples and flavor != "keras":
+        raise ValueError(f"`mc_samples` needs flavor='keras'. Received: mc_samples={mc_samples}, flavor={flavor!r}")
+    part = parse_shard(shard) or (1, 1)
+    crop_pad = check_number(crop_pad, "crop_pad", allow_none=True)
+    nan_fill = check_number(nan_fill, "nan_fill", allow_none=True)
+    hdu = _check_hdu(hdu)
+    output = check_output(output)
+    if resume and output is None:
+        raise ValueError("`resume` needs an `output` file. Received: output=None")
+
+    with output_lock(output):
+        finished = output is not None and os.path.exists(output) and not os.path.isdir(output + CHUNKS_SUFFIX)
+        if finished and not resume and not overwrite:
+            raise FileExistsError(f"`output` exists; pass overwrite=True (--overwrite) to replace it. "
+                                  f"Received: output={output!r}")
+        refs, bad = list_images(inputs, skip_bad=True)
+        n_total = len(refs)
+        run = {"model": label, "model_file": _model_fingerprint(label), "flavor": flavor, "shape": list(shape),
+               "policy": dataclasses.asdict(rule), "mc": mc_samples, "seed": seed if mc_samples else None,
+               "batch_size": min(batch_size, max(n_total, 1)), "crop_pad": crop_pad, "nan_fill": nan_fill,
+               "hdu": hdu, "skip_bad": skip_bad, "n_total": n_total, "inputs_sha256": _inputs_digest(inputs, refs, bad)}
+        meta = {"model": label, "flavor": flavor, "policy": rule.name, "shape": ",".join(map(str, shape)),
+                "mc": mc_samples, "version": __version__, "shard": f"{part[0]}/{part[1]}", "ntotal": n_total}
+        if finished and resume:
+            return _finished_table(output, {**meta, "run_sha256": _digest(run)})
+
+        first, stop = shard_bounds(n_total, *part)
+        refs = refs[first:stop]
+        position = {ref.id: first + i for i, ref in enumerate(refs)}
+        good, scan_bad = scan_images(refs, shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=True,
+                                        check_data=check_data, workers=2 * workers)
+        bad += scan_bad
+        if bad and not skip_bad:
+            raise bad_images_error(bad)
+        manifest = {**run, "shard": meta["shard"], "chunk_size": chunk_size, "n_images": len(good),
+                    "ids_sha256": _digest([str(r.id) for r in good])}
+        store = ChunkStore(output, manifest, resume, overwrite)
+        try:
+            n_chunks = math.ceil(len(good) / chunk_size)
+            done = store.n_done()
+            if done < n_chunks:
+                backend = _Backend(model, flavor, shape, run["batch_size"], mc_samples, seed, strategy, progress)
+                reader = ImageReader(shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=skip_bad)
+                _run_chunks(good, [position[ref.id] for ref in good], done, n_chunks, chunk_size, backend, store,
+                            isinstance(inputs, np.ndarray), progress, on_chunk, reader, workers, prefetch)
+            chunks = [store.load(k) for k in range(n_chunks)]
+            for c in chunks:
+                bad += list(zip(c["bad_ids"].tolist(), c["bad_reasons"].tolist()))
+            meta.update(nimages=len(refs), nskipped=len(bad))
+            if bad:
+                meta["skipped"] = [f"{image_id}: {reason}" for image_id, reason in bad]
+            meta["run_sha256"] = _digest(run)
+            table = _build_table(chunks, rule, meta)
+            if output is not None:
+                write_table(table, output)
+                if bad:
+                    write_skipped(output + SKIPPED_SUFFIX, bad)
+                elif os.path.exists(output + SKIPPED_SUFFIX):
+                    os.remove(output + SKIPPED_SUFFIX)
+                store.remove()
+        except Exception as exc:
+            store.fail(exc)
+            raise
+    if bad:
+        where = f" and {output + SKIPPED_SUFFIX}" if output is not None else ""
+        warnings.warn(f"{len(bad)} bad image(s) skipped, listed in table.meta['skipped']{where}; first: "
+                      f"{bad[0][0]}: {bad[0][1]}", stacklevel=2)
+    return table
+
+
+def _digest(value) -> str:
+    """SHA-256 of a JSON-serialisable value (keys sorted)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _inputs_digest(inputs, refs: list, bad: list[tuple]) -> str:
+    """Digest of the inputs: every listed image (absolute path, index) and bad file, or an array's layout."""
+    if isinstance(inputs, np.ndarray):
+        return _digest(["array", list(inputs.shape), inputs.dtype.str])
+    return _digest([f"{ref.source.path}:{ref.index}" for ref in refs] + [f"bad:{image_id}" for image_id, _ in bad])
+
+
+def _finished_table(output: str, meta: dict) -> Table:
+    """The complete table at ``output``, if it is the table of the run described by ``meta``; else refuse."""
+    table = read_table(output)
+    recorded = normalise_meta(table.meta)
+    if "run_sha256" not in recorded:
+        raise ValueError(f"Cannot resume: {output} is a finished table that records no run digest (a CSV table "
+                         "holds no metadata, and older versions recorded none), so it cannot be checked against "
+                         "these arguments. Use it as it is, or pass overwrite=True (--overwrite) to predict it again. "
+                         "Received: resume=True")
+    differ = [f"{key} is {recorded.get(key)!r} there, {meta[key]!r} now" for key in (*SHARED_META, "shard")
+              if key != "version" and str(recorded.get(key)) != str(meta[key])]
+    if differ or recorded["run_sha256"] != meta["run_sha256"]:
+        detail = "; ".join(differ) or ("the input files, the model file or a setting (batch_size, crop_pad, nan_fill, "
+                                       "hdu, skip_bad, seed, policy thresholds) differ")
+        raise ValueError(f"Cannot resume: {output} is the finished table of another run ({detail}). Pass "
+                         "overwrite=True (--overwrite) to replace it, or choose another output. Received: resume=True")
+    return table
+
+
+def _aligned_spans(positions: Sequence[int], start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
+    """Split ``[start, stop)`` into runs of images whose run positions fall in one aligned block of ``batch_size``."""
+    spans = []
+    while start < stop:
+        end = bisect.bisect_left(positions, (positions[start] // batch_size + 1) * batch_size, start, stop)
+        spans.append((start, end))
+        start = end
+    return spans
+
+
+def _run_chunks(good: Sequence, positions: Sequence[int], done: int, n_chunks: int, chunk_size: int,
+                backend: _Backend, store: ChunkStore, int_ids: bool, progress: bool, on_chunk, reader,
+                workers: int, prefetch: int) -> None:
+    """Predict chunks ``done .. n_chunks - 1`` of ``good``, saving each when complete.
+
+    ``positions[i]`` is the place of ``good[i]`` in the whole run's sorted
+    image list; an image goes to row ``position % batch_size`` of the
+    aligned block holding its position (see :meth:`_Backend.run`).
+    """
+    spans_per_chunk = []
+    for k in range(done, n_chunks):
+        start, stop = k * chunk_size, min((k + 1) * chunk_size, len(good))
+        spans_per_chunk.append(_aligned_spans(positions, start, stop, backend.batch_size))
+    row = {ref.id: position % backend.batch_size for ref, position in zip(good, positions)}
+    remaining = len(good) - done * chunk_size
+    bar = progress_bar(remaining, progress, label=f"Predicting {remaining} images")
+    batches = reader.batches(good, [s for spans in spans_per_chunk for s in spans], prefetch, workers)
+    count = 0
+    try:
+        for k, spans in zip(range(done, n_chunks), spans_per_chunk):
+            backend.reseed(k)
+            ids, results, bad = [], [], []
+            for start, stop in spans:
+                batch = next(batches)
+                ids += batch.ids
+                bad += batch.bad
+                results.append(backend.run(batch.images, [row[i] for i in batch.ids]))
+                count += stop - start
+                bar.update(count)
+            store.save(k, _chunk_arrays(ids, results, bad, int_ids))
+            if on_chunk is not None:
+                on_chunk(k + 1, n_chunks)
+    finally:
+        batches.close()
+    bar.finish()
+
+
