@@ -39,12 +39,16 @@ _DOCS = ["sphinx>=7", "furo", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"]
 #: the CPU build first where no GPU is wanted (see the performance page).
 _TORCH = "torch>=2.1"
 
+#: Prediction on a Dask cluster (``client=``, ``--workers``, ``--scheduler``); dask-jobqueue for HPC batch systems.
+_DASK = ["distributed>=2024.8", "dask-jobqueue>=0.9"]
+
 EXTRAS = {
     "test": ["pytest>=7.4", "hypothesis>=6.90", "pyftpdlib>=1.5.9", "ruff>=0.5", "tf-keras>=2.16,<2.22",
-             "pyarrow>=14", *_DOCS],
+             "pyarrow>=14", *_DOCS, *_DASK],
     "bench": [_TORCH],
     "docs": _DOCS,
     "parquet": ["pyarrow>=14"],
+    "dask": _DASK,
 }
 
 

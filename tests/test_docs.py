@@ -18,7 +18,12 @@
   Keras models named in the examples are served from a local HTTP server on
   127.0.0.1 (small stand-in files at the registry's paths), through
   ``GAMORNET_MODELS_URL`` and a temporary ``GAMORNET_HOME``: no example ever
-  reaches the internet.
+  reaches the internet.  A block runs up to a line
+  ``# On the cluster (needs ...):`` (what follows needs a batch system);
+  dask-jobqueue clusters start their scheduler on 127.0.0.1, and the Dask
+  clusters an example leaves open are closed.
+- ``test_slurm_example_job_script``: the SLURM example of the cluster page
+  builds the batch script it describes.
 - ``test_console_examples``: runs the cheap ``$ gamornet ...`` lines of the
   ``console`` blocks (version, help, model list, tiny simulations); installs,
   the demo and large runs are left to the other tests.
@@ -30,6 +35,8 @@ ipykernel) and are skipped without them.
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import os
 import re
@@ -60,6 +67,8 @@ EXPECTED_PAGES = {
     "citation.html": ["@article{Ghosh2020", "10.3847/1538-4357/ab8a47"],
     "cli.html": ["gamornet models", "gamornet download"],
     "performance.html": ["python -m benchmarks"],
+    "cluster.html": ["Running on a cluster", "SLURMCluster", "--scheduler", "--workers", "--shard", "gamornet merge",
+                     "Memory per worker"],
     "tutorials/predictions.html": ["Making predictions", "gamornet_predict_keras", "gamornet_predict_tflearn"],
     "tutorials/training.html": ["Training GaMorNet from scratch", "gamornet_train_keras", "gamornet_train_tflearn"],
     "tutorials/transfer_learning.html": ["Transfer learning", "gamornet_tl_keras", "gamornet_tl_tflearn"],
@@ -266,15 +275,45 @@ def _example_files() -> list[Path]:
     return [REPO / "README.md", *sorted(DOCS.glob("*.rst")), *sorted(DOCS.glob("*/*.rst"))]
 
 
+#: The line after which a block needs a batch system (SLURM...): the tests run the lines before it.
+_NEEDS_CLUSTER = re.compile(r"^# On the cluster \(needs [^)]+\):[ \t]*$", re.M)
+
+
+def runnable_part(block: str) -> str:
+    """``block`` up to its ``# On the cluster (needs ...):`` line, if it has one."""
+    match = _NEEDS_CLUSTER.search(block)
+    return block if match is None else block[: match.start()]
+
+
 def python_examples() -> dict[str, list[str]]:
-    """``{file relative to the repository: [python blocks]}`` for every file that has some."""
+    """``{file relative to the repository: [python blocks, each up to a line needing a batch system]}``."""
     found = {}
     for path in _example_files():
         text = path.read_text(encoding="utf-8")
         blocks = markdown_blocks(text, ("python",)) if path.suffix == ".md" else rst_blocks(text, ("python",))
         if blocks:
-            found[str(path.relative_to(REPO))] = blocks
+            found[str(path.relative_to(REPO))] = [runnable_part(block) for block in blocks]
     return found
+
+
+def _jobqueue_on_loopback():
+    """dask-jobqueue clusters start their scheduler on 127.0.0.1 (a no-op without Dask)."""
+    try:
+        import dask
+        import dask_jobqueue  # noqa: F401  (its defaults first: leaving the block restores the config as it was)
+    except ImportError:
+        return contextlib.nullcontext()
+    systems = ("slurm", "pbs", "sge", "lsf", "htcondor", "oar", "moab")
+    return dask.config.set({f"jobqueue.{name}.scheduler-options": {"host": "127.0.0.1"} for name in systems})
+
+
+def _close_dask_objects(namespace: dict) -> None:
+    """Close the Dask clients and clusters an example left open."""
+    for value in list(namespace.values()):
+        if type(value).__module__.split(".")[0] in ("distributed", "dask_jobqueue") and callable(
+                getattr(value, "close", None)):
+            with contextlib.suppress(Exception):
+                value.close()
 
 
 EXAMPLES = python_examples()
@@ -343,14 +382,42 @@ def test_python_examples(source, example_server, example_namespace, tmp_path, mo
     os.environ["GAMORNET_HOME"] = str(example_server.cache)
     namespace = {"__name__": "__main__", **example_namespace}
     try:
-        for k, block in enumerate(EXAMPLES[source]):
-            try:
-                exec(compile(block, f"<{source} example {k + 1}>", "exec"), namespace)
-            except Exception as exc:
-                pytest.fail(f"example {k + 1} of {source} failed: {type(exc).__name__}: {exc}\n\n{block}")
+        with _jobqueue_on_loopback():
+            for k, block in enumerate(EXAMPLES[source]):
+                try:
+                    exec(compile(block, f"<{source} example {k + 1}>", "exec"), namespace)
+                except Exception as exc:
+                    pytest.fail(f"example {k + 1} of {source} failed: {type(exc).__name__}: {exc}\n\n{block}")
     finally:
+        _close_dask_objects(namespace)
         os.environ.clear()
         os.environ.update(saved_env)
+
+
+def test_slurm_example_job_script(tmp_path, monkeypatch):
+    pytest.importorskip("dask_jobqueue")
+    text = (DOCS / "cluster.rst").read_text(encoding="utf-8")
+    block = next(b for b in rst_blocks(text, ("python",)) if "SLURMCluster(" in b)
+    runnable = runnable_part(block)
+    assert "cluster.scale(" in block and "client=client" in block  # shown, but needs SLURM
+    assert "cluster.scale(" not in runnable and runnable.rstrip().endswith("submitting anything")
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__main__"}
+    with _jobqueue_on_loopback(), contextlib.redirect_stdout(io.StringIO()) as printed:
+        exec(compile(runnable, "<docs/cluster.rst SLURM example>", "exec"), namespace)
+    cluster = namespace["cluster"]
+    try:
+        script = cluster.job_script()
+        assert printed.getvalue().strip() == script.strip()
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:") and cluster.scheduler_address in script
+        for line in ("#SBATCH -p normal", "#SBATCH -A my_survey", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=16G",
+                     "#SBATCH -t 04:00:00", "source ~/venvs/gamornet/bin/activate"):
+            assert line in script.splitlines(), line
+        worker = next(line for line in script.splitlines() if "dask_worker" in line or "dask worker" in line)
+        for option in ("--nthreads 1", "--nworkers 8", "--memory-limit 2.00GiB"):  # as the page says
+            assert option in worker and option in text, option
+    finally:
+        cluster.close()
 
 
 # --------------------------------------------------------------------------- shell examples

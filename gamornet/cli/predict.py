@@ -5,6 +5,8 @@ Examples::
     gamornet predict 'cutouts/*.fits' --model SDSS_tl --output sdss.ecsv
     gamornet predict stack.npy --model my_model.keras --input-shape 83,83,1 --shard 3/8 --output part3.fits
     gamornet merge part*.fits --output all.fits
+    gamornet predict cutouts/ --model SDSS_tl --output sdss.parquet --workers 4
+    gamornet predict cutouts/ --model SDSS_tl --output sdss.parquet --scheduler scheduler.json
 
 TensorFlow is imported only when a command runs, not when the parser is built.
 """
@@ -33,6 +35,12 @@ def _shard(text: str) -> str:
 
     parse_shard(text)
     return text
+
+
+def _scheduler(text: str) -> str:
+    from gamornet.predict.distributed import check_scheduler
+
+    return check_scheduler(text)
 
 
 def register_cli(subparsers) -> None:
@@ -75,6 +83,14 @@ def register_cli(subparsers) -> None:
                    help="also read all pixels before predicting, so NaN pixels are reported up front")
     p.add_argument("--hdu", type=hdu, metavar="N|NAME", help="FITS HDU number or EXTNAME")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument("--workers", type=int_at_least("workers", 1), metavar="N",
+                         help="predict on a Dask cluster of N worker processes (one thread each) started on this "
+                         "machine (needs gamornet[dask])")
+    cluster.add_argument("--scheduler", type=argument_type(_scheduler), metavar="ADDRESS",
+                         help="predict on a running Dask cluster: its scheduler's address (tcp://HOST:PORT) or "
+                         "scheduler file (dask scheduler --scheduler-file FILE); the workers must see the input and "
+                         "output files")
     p.set_defaults(func=_predict)
 
     m = subparsers.add_parser("merge", help="join the shard tables of one catalogue",
@@ -94,17 +110,18 @@ def _summary(table, output: str | None) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from gamornet.predict.distributed import cluster_client
     from gamornet.predict.files import predict_files
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, cluster_client(args.scheduler, args.workers) as client:
             warnings.simplefilter("always", UserWarning)
             table = predict_files(
                 args.inputs, model=args.model, flavor=args.flavor, input_shape=args.input_shape, policy=args.policy,
                 output=args.output, batch_size=args.batch_size, shard=args.shard, resume=args.resume,
                 mc_samples=args.mc_samples, crop_pad=args.crop_pad, nan_fill=args.nan_fill, skip_bad=args.skip_bad,
                 progress=not args.quiet, chunk_size=args.chunk_size, hdu=args.hdu, overwrite=args.overwrite,
-                check_data=args.check_data, seed=args.seed,
+                check_data=args.check_data, seed=args.seed, client=client,
             )
         for warning in caught:
             print(f"gamornet predict: warning: {warning.message}", file=sys.stderr)

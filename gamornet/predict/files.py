@@ -24,12 +24,17 @@ With several GPUs visible (Keras flavour), the model is built under a
 ``tf.distribute.MirroredStrategy`` scope and each batch is split across the
 replicas and run by ``strategy.run`` inside one ``tf.function``; pass
 ``strategy=`` to choose another strategy, or ``None`` for one device.
+
+With ``client=`` (a ``distributed.Client``), steps 4-6 run on a Dask
+cluster, one task per chunk (:mod:`gamornet.predict.distributed`); the rest
+(listing, validation, manifest, lock, table) stays in this process.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -197,8 +202,8 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
                   batch_size: int = 64, shard=None, resume: bool = False, mc_samples: int = 0, crop_pad=None,
                   nan_fill=None, skip_bad: bool = False, progress: bool = True, chunk_size: int = 4096, *,
                   hdu=None, overwrite: bool = False, check_data: bool = False, seed: int = 0,
-                  strategy="auto", workers: int = 2, prefetch: int = 2,
-                  on_chunk: Callable[[int, int], None] | None = None) -> Table:
+                  strategy="auto", read_threads: int = 2, prefetch: int = 2,
+                  on_chunk: Callable[[int, int], None] | None = None, client=None, workers: int | None = None) -> Table:
     """Classify the galaxies of image files (or an array) into a table.
 
     Parameters
@@ -281,13 +286,27 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     seed : int
         Seed of the MC dropout passes (chunk ``k`` uses ``seed + k``).
     strategy : "auto", None or tf.distribute.Strategy
-        ``"auto"``: MirroredStrategy when several GPUs are visible.
-    workers : int
-        Reader threads (>= 1).
+        ``"auto"``: MirroredStrategy when several GPUs are visible.  With
+        ``client``, ``"auto"`` or None (each worker uses its own devices).
+    read_threads : int
+        Threads reading image files ahead of the model (>= 1), in this
+        process or in each task of a cluster.
     prefetch : int
         Batches read ahead of the model (>= 0).
     on_chunk : callable, optional
-        Called as ``on_chunk(chunks_done, n_chunks)`` after each saved chunk.
+        Called as ``on_chunk(chunks_done, n_chunks)`` after each saved chunk
+        (``chunks_done`` counts the complete chunks, earlier runs' included).
+    client : distributed.Client, optional
+        Predict on the Dask cluster of this client: one task per chunk, sent
+        the chunk's file names (never pixels); each worker process reads its
+        own files, loads the model once and writes the chunk to
+        ``<output>.chunks/``.  The table is the one a single process writes
+        (same ids and order; probabilities equal up to the kernels a worker's
+        thread count selects, within 1e-6).  Needs image files on a file
+        system the workers see (not an in-memory array).  See
+        :mod:`gamornet.predict.distributed`.
+    workers : int, optional
+        Deprecated name of ``read_threads``.
 
     Returns
     -------
@@ -311,7 +330,11 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     mc_samples = check_positive_int(mc_samples, "mc_samples", minimum=0)
     seed = check_positive_int(seed, "seed", minimum=0)
-    workers = check_positive_int(workers, "workers")
+    if workers is not None:
+        warnings.warn("predict_files(workers=...) is deprecated: it is the number of reader threads, now "
+                      "`read_threads`; worker processes come from `client`.", DeprecationWarning, stacklevel=2)
+        read_threads = check_positive_int(workers, "workers")
+    read_threads = check_positive_int(read_threads, "read_threads")
     prefetch = check_positive_int(prefetch, "prefetch", minimum=0)
     check_callable(on_chunk, "on_chunk")
     for name, flag in (("resume", resume), ("skip_bad", skip_bad), ("progress", progress), ("overwrite", overwrite),
@@ -326,6 +349,10 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     output = check_output(output)
     if resume and output is None:
         raise ValueError("`resume` needs an `output` file. Received: output=None")
+    if client is not None:
+        from gamornet.predict.distributed import check_cluster_arguments
+
+        check_cluster_arguments(client, inputs, strategy)
 
     with output_lock(output):
         finished = output is not None and os.path.exists(output) and not os.path.isdir(output + CHUNKS_SUFFIX)
@@ -347,7 +374,7 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         refs = refs[first:stop]
         position = {ref.id: first + i for i, ref in enumerate(refs)}
         good, scan_bad = scan_images(refs, shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=True,
-                                        check_data=check_data, workers=2 * workers)
+                                        check_data=check_data, workers=2 * read_threads)
         bad += scan_bad
         if bad and not skip_bad:
             raise bad_images_error(bad)
@@ -356,12 +383,22 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         store = ChunkStore(output, manifest, resume, overwrite)
         try:
             n_chunks = math.ceil(len(good) / chunk_size)
-            done = store.n_done()
-            if done < n_chunks:
-                backend = _Backend(model, flavor, shape, run["batch_size"], mc_samples, seed, strategy, progress)
+            done = store.done()
+            todo = [k for k in range(n_chunks) if k not in done]
+            if todo:
+                make_backend = functools.partial(_Backend, model=model, flavor=flavor, shape=shape,
+                                                 batch_size=run["batch_size"], mc_samples=mc_samples, seed=seed)
                 reader = ImageReader(shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=skip_bad)
-                _run_chunks(good, [position[ref.id] for ref in good], done, n_chunks, chunk_size, backend, store,
-                            isinstance(inputs, np.ndarray), progress, on_chunk, reader, workers, prefetch)
+                positions = [position[ref.id] for ref in good]
+                if client is None:
+                    _run_chunks(good, positions, todo, n_chunks, chunk_size, make_backend(strategy=strategy,
+                                progress=progress), store, isinstance(inputs, np.ndarray), progress, on_chunk,
+                                reader, read_threads, prefetch)
+                else:
+                    from gamornet.predict.distributed import run_on_cluster
+
+                    run_on_cluster(client, make_backend, reader, good, positions, todo, n_chunks, chunk_size, store,
+                                   progress, on_chunk, read_threads, prefetch)
             chunks = [store.load(k) for k in range(n_chunks)]
             for c in chunks:
                 bad += list(zip(c["bad_ids"].tolist(), c["bad_reasons"].tolist()))
@@ -428,38 +465,50 @@ def _aligned_spans(positions: Sequence[int], start: int, stop: int, batch_size: 
     return spans
 
 
-def _run_chunks(good: Sequence, positions: Sequence[int], done: int, n_chunks: int, chunk_size: int,
-                backend: _Backend, store: ChunkStore, int_ids: bool, progress: bool, on_chunk, reader,
-                workers: int, prefetch: int) -> None:
-    """Predict chunks ``done .. n_chunks - 1`` of ``good``, saving each when complete.
+def _predict_chunk(k: int, spans: Sequence[tuple[int, int]], batches, backend: _Backend, rows: dict,
+                   int_ids: bool, advance: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of chunk ``k``: one batch of ``batches`` per span of ``spans``, each image at ``rows[id]``."""
+    backend.reseed(k)
+    ids, results, bad = [], [], []
+    for start, stop in spans:
+        batch = next(batches)
+        ids += batch.ids
+        bad += batch.bad
+        results.append(backend.run(batch.images, [rows[i] for i in batch.ids]))
+        if advance is not None:
+            advance(stop - start)
+    return _chunk_arrays(ids, results, bad, int_ids)
 
+
+def _run_chunks(good: Sequence, positions: Sequence[int], todo: Sequence[int], n_chunks: int, chunk_size: int,
+                backend: _Backend, store: ChunkStore, int_ids: bool, progress: bool, on_chunk, reader,
+                read_threads: int, prefetch: int) -> None:
+    """Predict the chunks ``todo`` of ``good`` in this process, saving each when complete.
+
+    Chunk ``k`` is ``good[k * chunk_size : (k + 1) * chunk_size]``.
     ``positions[i]`` is the place of ``good[i]`` in the whole run's sorted
     image list; an image goes to row ``position % batch_size`` of the
     aligned block holding its position (see :meth:`_Backend.run`).
     """
-    spans_per_chunk = []
-    for k in range(done, n_chunks):
-        start, stop = k * chunk_size, min((k + 1) * chunk_size, len(good))
-        spans_per_chunk.append(_aligned_spans(positions, start, stop, backend.batch_size))
-    row = {ref.id: position % backend.batch_size for ref, position in zip(good, positions)}
-    remaining = len(good) - done * chunk_size
+    spans_per_chunk = [_aligned_spans(positions, k * chunk_size, min((k + 1) * chunk_size, len(good)),
+                                      backend.batch_size) for k in todo]
+    rows = {ref.id: position % backend.batch_size for ref, position in zip(good, positions)}
+    remaining = sum(stop - start for spans in spans_per_chunk for start, stop in spans)
     bar = progress_bar(remaining, progress, label=f"Predicting {remaining} images")
-    batches = reader.batches(good, [s for spans in spans_per_chunk for s in spans], prefetch, workers)
-    count = 0
+    batches = reader.batches(good, [s for spans in spans_per_chunk for s in spans], prefetch, read_threads)
+    count, finished = 0, n_chunks - len(todo)
+
+    def advance(n: int) -> None:
+        nonlocal count
+        count += n
+        bar.update(count)
+
     try:
-        for k, spans in zip(range(done, n_chunks), spans_per_chunk):
-            backend.reseed(k)
-            ids, results, bad = [], [], []
-            for start, stop in spans:
-                batch = next(batches)
-                ids += batch.ids
-                bad += batch.bad
-                results.append(backend.run(batch.images, [row[i] for i in batch.ids]))
-                count += stop - start
-                bar.update(count)
-            store.save(k, _chunk_arrays(ids, results, bad, int_ids))
+        for k, spans in zip(todo, spans_per_chunk):
+            store.save(k, _predict_chunk(k, spans, batches, backend, rows, int_ids, advance))
+            finished += 1
             if on_chunk is not None:
-                on_chunk(k + 1, n_chunks)
+                on_chunk(finished, n_chunks)
     finally:
         batches.close()
     bar.finish()
