@@ -27,7 +27,7 @@ COMMON_REQUIRES = [
     "progressbar2>=4.2",
     "astropy>=5.3",
     "matplotlib>=3.7",
-    "filelock>=3.12",
+    "filelock>=4",
     "platformdirs>=3.0",
     "Pillow>=9",
 ]
@@ -43,8 +43,8 @@ _TORCH = "torch>=2.1"
 _DASK = ["distributed>=2024.8", "dask-jobqueue>=0.9"]
 
 EXTRAS = {
-    "test": ["pytest>=7.4", "hypothesis>=6.90", "pyftpdlib>=1.5.9", "ruff>=0.5", "tf-keras>=2.16,<2.22",
-             "pyarrow>=14", *_DOCS, *_DASK],
+    "test": ["pytest>=7.4", "hypothesis>=6.90", "pyftpdlib>=1.5.9", "ruff>=0.5", "import-linter>=2.1",
+             "tf-keras>=2.16,<2.22", "pyarrow>=14", *_DOCS, *_DASK],
     "bench": [_TORCH],
     "docs": _DOCS,
     "parquet": ["pyarrow>=14"],
