@@ -23,6 +23,7 @@ saved to ``.keras``:
 Usage::
 
     python -m benchmarks.cluster                     # CANDELS cutouts, 2 workers, 5 rounds
+    python -m benchmarks.cluster --quick             # 256 cutouts, 2 rounds, SDSS worker memory only (~2 min)
     python -m benchmarks.cluster --shape SDSS --n 1024 --rounds 3 --json cluster.json
 """
 
@@ -147,7 +148,8 @@ def measure(args) -> dict:
                 load.append(os.getloadavg())
             round_trip = task_round_trip(client)
         peaks = {}
-        for survey, survey_shape in SURVEYS.items():
+        for survey in args.memory_surveys:
+            survey_shape = SURVEYS[survey]
             survey_model = os.path.join(tmp, f"{survey}.keras")
             build_keras_model(survey_shape, seed=0).save(survey_model)
             survey_inputs = write_inputs(os.path.join(tmp, f"memory_{survey}"), args.memory_n, survey_shape, "fits")
@@ -192,8 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (default: %(default)s)")
     parser.add_argument("--memory-n", type=int, default=256, help="cutouts per worker-memory run")
+    parser.add_argument("--quick", action="store_true",
+                        help="256 cutouts, 2 rounds, worker memory for the SDSS shape only on 64 cutouts")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     args = parser.parse_args(argv)
+    args.memory_surveys = sorted(SURVEYS)
+    if args.quick:
+        args.n, args.rounds, args.memory_n, args.memory_surveys = 256, 2, 64, ["SDSS"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     result = measure(args)
     print(report(result))

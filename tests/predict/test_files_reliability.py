@@ -351,6 +351,8 @@ def shard_table(images, models, tmp_path_factory) -> str:
         ("predict", dict(output="{tmp}/dir.ecsv"), ValueError, r"`output` is a directory.*Received: output="),
         ("predict", dict(workers="a"), ValueError, r"`workers` must be an integer >= 1\. Received: workers='a'"),
         ("predict", dict(workers=-3), ValueError, r"`workers` must be an integer >= 1\. Received: workers=-3"),
+        ("predict", dict(read_threads=0), ValueError,
+         r"`read_threads` must be an integer >= 1\. Received: read_threads=0"),
         ("predict", dict(prefetch=-1), ValueError, r"`prefetch` must be an integer >= 0\. Received: prefetch=-1"),
         ("predict", dict(on_chunk=5), TypeError, r"`on_chunk` must be a callable.*Received: on_chunk=5"),
         ("merge", dict(paths=None), TypeError, r"`paths` must be a table path.*Received: paths=None"),
