@@ -39,10 +39,16 @@ _DOCS = ["sphinx>=7", "furo", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"]
 #: the CPU build first where no GPU is wanted (see the performance page).
 _TORCH = "torch>=2.1"
 
+#: OpenVINO, the optional inference engine (``engine="openvino"``; ``"auto"`` picks it when installed): a 59 MB
+#: wheel (180 MB installed), needing only numpy and openvino-telemetry.  Not in the test extra, so that the
+#: README's test command tests the Keras engine; CI installs it in a step of its own.
+_OPENVINO = "openvino>=2024.0"
+
 EXTRAS = {
     "test": ["pytest>=7.4", "hypothesis>=6.90", "pyftpdlib>=1.5.9", "ruff>=0.5", "tf-keras>=2.16,<2.22",
              "pyarrow>=14", *_DOCS],
-    "bench": [_TORCH],
+    "bench": [_TORCH, "onnxruntime>=1.17", "onnx>=1.15"],
+    "openvino": [_OPENVINO],
     "docs": _DOCS,
     "parquet": ["pyarrow>=14"],
 }

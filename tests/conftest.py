@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A cache of the session's own: models converted for OpenVINO (engine "auto" with openvino installed) go there,
+# never into the user's cache.  Tests that need another cache set GAMORNET_HOME themselves.
+os.environ["GAMORNET_HOME"] = tempfile.mkdtemp(prefix="gamornet-tests-home-")
+atexit.register(shutil.rmtree, os.environ["GAMORNET_HOME"], True)
 
 import pytest  # noqa: E402
 
