@@ -15,6 +15,13 @@ atexit.register(shutil.rmtree, os.environ["GAMORNET_HOME"], True)
 
 import pytest  # noqa: E402
 
+from gamornet.openvino_backend import is_available as openvino_installed  # noqa: E402
+
+if openvino_installed():  # imported once, with OpenVINO's telemetry declined, before any test imports it
+    from gamornet.openvino_backend.runtime import import_openvino
+
+    import_openvino()
+
 from helpers import SMALL_SHAPE, blob_data, cpu_description, make_data  # noqa: E402
 
 
