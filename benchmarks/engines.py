@@ -32,8 +32,9 @@ timed on one batch per round only.  Agreement is measured against ``tf
 float32`` on the images: the largest probability difference, and the
 fraction of galaxies whose label changes (argmax, and the published Keras
 policy of the survey).  Then start-up: a fresh process running
-``gamornet_predict_keras`` on one batch, on the Keras engine and on the
-OpenVINO engine with the conversion already stored.
+``predict_files`` on one batch, on the Keras engine and on the OpenVINO
+engine with the conversion already stored (and whether TensorFlow was
+imported).
 
 Ratios: ``/tf`` to ``tf float32``, ``/peer`` to the fastest peer
 (PyTorch, ONNX Runtime).  Nothing is asserted; ``--json FILE`` keeps every
@@ -64,7 +65,7 @@ POLICIES = {"CANDELS": "keras_candels", "SDSS": "keras_sdss"}
 #: Images and rounds per mode: survey -> (simulated images, images per timed round), rounds.
 MODES = {
     "full": ({"CANDELS": (256, 512), "SDSS": (192, 256)}, 5),
-    "quick": ({"CANDELS": (128, 256), "SDSS": (64, 128)}, 3),
+    "quick": ({"CANDELS": (128, 192), "SDSS": (64, 128)}, 3),
     "tiny": ({"CANDELS": (16, 64), "SDSS": (16, 64)}, 1),
 }
 PEERS = ("torch", "onnxruntime")
@@ -137,11 +138,11 @@ def batched(forward: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray
     return run
 
 
-def keras_engines(path: str, shape: tuple) -> list[Engine]:
+def keras_engines(path: str, shape: tuple, bfloat16: bool = True) -> list[Engine]:
     from gamornet import engines
 
     out = []
-    for precision in ("float32", "bfloat16"):
+    for precision in ("float32", "bfloat16") if bfloat16 else ("float32",):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             forward = engines.load_forward(path, shape, engines.choose_engine("keras", precision, warn=False))
@@ -167,6 +168,10 @@ def openvino_engines(path: str, shape: tuple, variants: bool) -> list[Engine]:
 
     out: list[Engine] = []
     for precision in ("float32", "bfloat16"):
+        if precision == "bfloat16" and not runtime.native_bfloat16():
+            out.append(Engine("openvino", precision, None, error="skipped: this CPU has no native bfloat16, so "
+                              "OpenVINO computes a bfloat16 request in float32 (the row above)"))
+            continue
         choice = engines.choose_engine("openvino", precision, warn=False)
         forward = engines.load_forward(path, shape, choice, progress=False, reuse=False)
         out.append(Engine("openvino", forward.precision, batched(forward),
@@ -302,11 +307,12 @@ def startup(path: str, shape: tuple, images: np.ndarray, workdir: str, repeats: 
     """Seconds from a fresh process's start to its first batch, Keras vs OpenVINO (conversion stored)."""
     data = os.path.join(workdir, "batch.npy")
     np.save(data, images[:BATCH])
-    code = ("import sys, time, numpy as np; t = time.perf_counter(); "
-            "from gamornet.keras_module import gamornet_predict_keras as p; "
-            "p(np.load(sys.argv[1]), sys.argv[2], tuple(map(int, sys.argv[3].split(','))), engine=sys.argv[4], "
-            "progress=False); print(time.perf_counter() - t, 'tensorflow' in sys.modules)")
+    code = ("import sys, time; t = time.perf_counter(); import numpy as np; "
+            "from gamornet.predict import predict_files; "
+            "predict_files(np.load(sys.argv[1]), sys.argv[2], input_shape=tuple(map(int, sys.argv[3].split(','))), "
+            "engine=sys.argv[4], progress=False); print(time.perf_counter() - t, 'tensorflow' in sys.modules)")
     out: dict = {}
+    imported: dict = {}
     engines = ["keras"] + (["openvino"] if dist_version("openvino") else [])
     for _ in range(repeats):
         for engine in engines:
@@ -314,9 +320,11 @@ def startup(path: str, shape: tuple, images: np.ndarray, workdir: str, repeats: 
                                   capture_output=True, text=True, env=_child_env(), timeout=900)
             if proc.returncode != 0:
                 raise RuntimeError(f"start-up child ({engine}) failed: {proc.stderr[-1500:]}")
-            seconds, _ = proc.stdout.split()
+            seconds, tensorflow = proc.stdout.split()[-2:]
             out.setdefault(engine, []).append(float(seconds))
-    return {engine: {"median_s": statistics.median(v), "runs": v} for engine, v in out.items()}
+            imported[engine] = tensorflow == "True"
+    return {engine: {"median_s": statistics.median(v), "runs": v, "imports_tensorflow": imported[engine]}
+            for engine, v in out.items()}
 
 
 def _child_env() -> dict:
@@ -348,7 +356,7 @@ def run_survey(survey: str, mode: str, variants: bool, workdir: str, with_startu
     def wanted(*names: str) -> bool:
         return not only or any(name in only for name in names)
 
-    engines = [e for e in keras_engines(path, shape) if e.name == "tf" or wanted(e.name)]
+    engines = keras_engines(path, shape, bfloat16=wanted("keras"))
     engines += openvino_engines(path, shape, variants) if wanted("openvino") else []
     engines += [e for e in peer_engines(model, shape, workdir) if wanted(e.name)] if wanted(*PEERS) else []
     log(f"    {rounds} alternating rounds of {n_timed} images (emulated bfloat16: {BATCH})")
@@ -389,8 +397,10 @@ def format_report(report: dict) -> str:
                          f"{row['max_abs_difference']:>8.1e} {row['argmax_changed']:>7.2%} "
                          f"{row['policy_changed']:>7.2%}  {note}")
         if "startup" in result:
-            parts = [f"{engine} {v['median_s']:.1f} s" for engine, v in result["startup"].items()]
-            lines.append("start-up (fresh process to first batch of 64): " + ", ".join(parts))
+            parts = [f"{engine} {v['median_s']:.1f} s ({'imports' if v['imports_tensorflow'] else 'no'} TensorFlow)"
+                     for engine, v in result["startup"].items()]
+            lines.append("start-up (fresh process, predict_files on 64 images; OpenVINO's conversion stored): "
+                         + ", ".join(parts))
         lines.append("")
     return "\n".join(lines)
 
@@ -407,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                         "tf float32 is always measured)")
     parser.add_argument("--rounds", type=int, metavar="N", help="alternating rounds (default: 5 full, 3 quick)")
     parser.add_argument("--timed", type=int, metavar="N", help="images per engine and round (default: 512 CANDELS / "
-                        "256 SDSS, 256 / 128 quick)")
+                        "256 SDSS, 192 / 128 quick)")
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     args = parser.parse_args(argv)
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"

@@ -34,6 +34,52 @@ OpenVINO computes in float32 anyway and Keras emulates bfloat16, several
 times slower.  Both cases warn.  The precision a forward pass really uses
 is its ``precision`` attribute and goes into the tables of
 :func:`gamornet.predict_files`.
+
+What each choice costs
+----------------------
+Speeds are ratios to ``engine="keras"`` in float32 on TensorFlow, from
+``python -m benchmarks.engines`` (alternating rounds, batch 64; see the
+performance page for the machines, the load and every figure); agreement
+is against that path on simulated galaxies.
+
+.. list-table::
+   :header-rows: 1
+   :widths: 22 26 30 22
+
+   * - engine, precision
+     - speed
+     - agreement with Keras float32
+     - install
+   * - ``keras``, float32
+     - 1.0; start-up about 5.7 s to the first batch (importing TensorFlow)
+     - the reference (published predictions reproduce)
+     - TensorFlow (about 1.3 GB)
+   * - ``openvino``, float32 (the default when installed)
+     - 1.03-1.09 (AVX-512 CPU); about 1.0 on AVX2 CPUs; start-up about
+       0.7 s and a third of the memory, once the conversion is stored
+       (the conversion itself takes 2-4 s, once per model file)
+     - within float32 rounding: at most 5e-6, no label changes
+     - ``pip install "gamornet[openvino]"``: a 59 MB wheel, 180 MB installed
+       (plus openvino-telemetry, 0.2 MB)
+   * - ``openvino``, bfloat16
+     - about 2.0-2.1 on CPUs with ``avx512_bf16`` / ``amx_bf16``; elsewhere
+       float32 speed (it warns and computes in float32)
+     - up to about 5e-3 (at most 1e-2), at most 0.1-0.5% of labels change
+     - as above
+   * - ``keras``, bfloat16
+     - about 1.6-1.8 on CPUs with native bfloat16; several times slower
+       elsewhere (emulated; it warns)
+     - up to about 7e-3, at most 0.3-0.5% of labels change
+     - TensorFlow
+
+Monte-Carlo dropout (``mc_samples``) and ``tf.distribute`` strategies need
+the Keras engine; so does a GPU (OpenVINO runs here on the CPU).  int8
+quantisation is not offered: it changes 3-13% of the labels, because it
+loses the faint end of raw galaxy pixels.
+
+Telemetry: OpenVINO's Python package reports usage unless the user opts
+out; gamornet imports and converts with it declined (see
+:mod:`gamornet.openvino_backend.runtime`).
 """
 
 from __future__ import annotations
