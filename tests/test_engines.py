@@ -1,7 +1,7 @@
 """Choosing the engine and precision; Keras bfloat16 against float32 on simulated galaxies.
 
-The OpenVINO engine itself is tested in tests/openvino/ (marked ``openvino``);
-these tests need only Keras.
+The OpenVINO runtime itself is tested in tests/openvino_backend/; the tests marked ``openvino``
+below need the openvino package, the others only Keras.
 """
 
 from __future__ import annotations
