@@ -42,10 +42,16 @@ _TORCH = "torch>=2.1"
 #: Prediction on a Dask cluster (``client=``, ``--workers``, ``--scheduler``); dask-jobqueue for HPC batch systems.
 _DASK = ["distributed>=2024.8", "dask-jobqueue>=0.9"]
 
+#: OpenVINO, the optional inference engine (``engine="openvino"``; ``"auto"`` picks it when installed): a 59 MB
+#: wheel (180 MB installed), needing only numpy and openvino-telemetry.  Not in the test extra, so that the
+#: README's test command tests the Keras engine; CI installs it in a step of its own.
+_OPENVINO = "openvino>=2024.0"
+
 EXTRAS = {
     "test": ["pytest>=7.4", "hypothesis>=6.90", "pyftpdlib>=1.5.9", "ruff>=0.5", "import-linter>=2.1",
              "tf-keras>=2.16,<2.22", "pyarrow>=14", *_DOCS, *_DASK],
-    "bench": [_TORCH],
+    "bench": [_TORCH, "onnxruntime>=1.17", "onnx>=1.15"],
+    "openvino": [_OPENVINO],
     "docs": _DOCS,
     "parquet": ["pyarrow>=14"],
     "dask": _DASK,

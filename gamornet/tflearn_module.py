@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from gamornet import engines
 from gamornet.core.files import resolve_save_dir
 from gamornet.core.progress import format_predictions, predict_in_batches
 from gamornet.core.validation import (
@@ -49,7 +50,6 @@ from gamornet.tflearn_backend.network import (
     TFLearnNetwork,
     build_tflearn_network,
     clear_tflearn_models,
-    load_forward,
     reset_tflearn_state,
     restore_tflearn_weights,
     save_tflearn_checkpoint,
@@ -95,7 +95,7 @@ def gamornet_build_model_tflearn(input_shape, trainable_bools=[True] * 8, load_l
 
 def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size=64, individual_arrays=False,
                              trainable_bools=[True] * 8, clear_session=False, *, progress: bool = True,
-                             reuse_model: bool = True):
+                             reuse_model: bool = True, engine: str = "auto", precision: str = "float32"):
     """Predict morphology probabilities with a trained TFLearn GaMorNet model.
 
     Parameters
@@ -128,6 +128,16 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
     reuse_model : bool
         Reuse the network built by the previous call for the same, unchanged
         checkpoint and input shape (keyword only).
+    engine : {"auto", "tflearn", "keras", "openvino"}
+        What computes the probabilities (keyword only; see
+        :mod:`gamornet.engines`): ``"tflearn"`` TFLearn itself;
+        ``"keras"`` the checkpoint's weights in the Keras model with the
+        TFLearn LRN (equal to TFLearn within float32 rounding);
+        ``"openvino"`` that model converted for OpenVINO
+        (``gamornet[openvino]``, converted once per checkpoint and stored
+        in the cache); ``"auto"`` OpenVINO when installed, else TFLearn.
+    precision : {"float32", "bfloat16"}
+        ``"bfloat16"`` needs the Keras or OpenVINO engine (keyword only).
 
     Returns
     -------
@@ -141,15 +151,19 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
     clear_session = check_flag(clear_session, "clear_session")
     progress = check_flag(progress, "progress")
     reuse_model = check_flag(reuse_model, "reuse_model")
+    choice = engines.choose_engine(engine, precision, flavor="tflearn")
     if clear_session:
         reset_tflearn_state()
     source = model_load_path if isinstance(model_load_path, str) else os.fspath(model_load_path)
     prefix = resolve_checkpoint_prefix(resolve_model_path(model_load_path, "tflearn", progress=progress))
-    forward = load_forward(prefix, shape, trainable_bools=trainable, reuse=reuse_model, source=source)
+    forward = engines.load_forward(prefix, shape, choice, trainable_bools=trainable, reuse=reuse_model,
+                                   source=source, progress=progress)
     try:
-        probabilities = predict_in_batches(forward, images, batch_size, progress)
+        probabilities = predict_in_batches(forward, images, batch_size, progress,
+                                           label=f"Predicting ({choice.label})")
     finally:
-        forward.close()
+        if hasattr(forward, "close"):
+            forward.close()
     return format_predictions(probabilities, individual_arrays)
 
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# A cache of the session's own: models converted for OpenVINO (engine "auto" with openvino installed) go there,
+# never into the user's cache.  Tests that need another cache set GAMORNET_HOME themselves.
+os.environ["GAMORNET_HOME"] = tempfile.mkdtemp(prefix="gamornet-tests-home-")
+atexit.register(shutil.rmtree, os.environ["GAMORNET_HOME"], True)
 
 import pytest  # noqa: E402
+
+from gamornet.openvino_backend import is_available as openvino_installed  # noqa: E402
+
+if openvino_installed():  # imported once, with OpenVINO's telemetry declined, before any test imports it
+    from gamornet.openvino_backend.runtime import import_openvino
+
+    import_openvino()
 
 from helpers import SMALL_SHAPE, blob_data, cpu_description, make_data  # noqa: E402
 

@@ -34,7 +34,15 @@ __all__ = [
     "check_optimizer_args",
     "check_predict_inputs",
     "check_training_inputs",
+    "ENGINES",
+    "PRECISIONS",
+    "check_engine",
 ]
+
+#: Prediction engines (:mod:`gamornet.engines`); ``"tflearn"`` only for TFLearn models.
+ENGINES: tuple[str, ...] = ("auto", "keras", "openvino", "tflearn")
+#: Arithmetic precisions of prediction.
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
 
 
 def check_input_shape(input_shape, name: str = "input_shape") -> tuple[int, int, int]:
@@ -342,3 +350,19 @@ def check_training_inputs(training_imgs, training_labels, validation_imgs, valid
     vx = check_images(validation_imgs, "validation_imgs", shape)
     vy = check_labels(validation_labels, vx.shape[0], "validation_labels")
     return shape, x, y, vx, vy
+
+
+def check_engine(engine, precision, flavor: str = "keras") -> tuple[str, str]:
+    """Check the ``engine`` and ``precision`` of a prediction; returns them.
+
+    ``engine`` is one of :data:`ENGINES` (``"tflearn"`` only with
+    ``flavor="tflearn"``), ``precision`` one of :data:`PRECISIONS`;
+    TFLearn itself computes in float32 only.
+    """
+    engines = tuple(e for e in ENGINES if e != "tflearn" or flavor == "tflearn")
+    check_choice(engine, "engine", engines)
+    check_choice(precision, "precision", PRECISIONS)
+    if engine == "tflearn" and precision != "float32":
+        raise ValueError(f"TFLearn computes in float32 only; for bfloat16 choose engine 'keras', 'openvino' or "
+                         f"'auto'. Received: engine={engine!r}, precision={precision!r}")
+    return engine, precision

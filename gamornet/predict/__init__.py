@@ -7,6 +7,16 @@ predicted, batches read ahead), the backends' forward passes,
 :mod:`~gamornet.predict.chunks` (finished work kept for resuming) and
 :mod:`~gamornet.predict.tables` (the output table, shards, merging).
 :mod:`~gamornet.predict.files` holds :func:`predict_files`, which runs it.
+
+The forward pass runs on the engine and in the precision asked for
+(``engine=``, ``precision=``; ``gamornet predict --engine --precision``):
+by default OpenVINO in float32 when ``gamornet[openvino]`` is installed
+(within float32 rounding of Keras, faster to start, no TensorFlow import
+once the model's conversion is stored), else Keras.  What each choice costs
+in speed, agreement and install size: :mod:`gamornet.engines`.  Every
+table records the engine and precision that produced it (metadata
+``engine``, ``precision``); tables of different engines or precisions are
+neither resumed nor merged together.
 """
 
 from gamornet.predict.files import predict_files

@@ -381,7 +381,8 @@ def run_on_cluster(client, make_backend: functools.partial, reader: ImageReader,
     detached: dict = {}
     tasks = (_chunk_task(k, good, positions, chunk_size, detached) for k in todo)
     n_images = sum(min((k + 1) * chunk_size, len(good)) - k * chunk_size for k in todo)
-    bar = progress_bar(n_images, progress, label=f"Predicting {n_images} images ({len(todo)} chunks, Dask)")
+    label = f"Predicting {n_images} images ({len(todo)} chunks, Dask, {keywords['choice'].label})"
+    bar = progress_bar(n_images, progress, label=label)
     finished, count = n_chunks - len(todo), 0
     pending: dict = {}  # key -> (future, chunk number)
     running = distributed.as_completed(loop=client.loop)

@@ -11,8 +11,9 @@
    shapes or dtypes and broken links raise, naming every such file, or with
    ``skip_bad`` are recorded and skipped;
 4. batches read by a background thread pool (:class:`gamornet.predict.images.ImageReader`);
-5. the backend's forward pass (its ``load_forward``) -> probabilities, plus with
-   ``mc_samples=N`` N passes with dropout active (mean and std);
+5. the engine's forward pass (:func:`gamornet.engines.load_forward`: Keras,
+   OpenVINO or TFLearn, float32 or bfloat16) -> probabilities, plus with
+   ``mc_samples=N`` N passes with dropout active (mean and std, Keras);
 6. chunks of ``chunk_size`` images saved to ``<output>.chunks/``; ``resume``
    continues after the last complete chunk;
 7. threshold policy -> labels -> an astropy Table, written atomically.
@@ -58,6 +59,7 @@ from gamornet.core.validation import (
     check_number,
     check_positive_int,
 )
+from gamornet.engines import EngineChoice, choose_engine, load_forward
 from gamornet.predict.chunks import ChunkStore
 from gamornet.predict.images import ImageReader, scan_images
 from gamornet.predict.inputs import bad_images_error, list_images
@@ -125,17 +127,13 @@ class _Backend:
     """
 
     def __init__(self, model: str, flavor: str, shape: tuple, batch_size: int, mc_samples: int, seed: int, strategy,
-                 progress: bool):
+                 progress: bool, choice: EngineChoice | None = None):
         self.mc_samples, self.seed, self.batch_size = mc_samples, seed, batch_size
+        if choice is None:
+            choice = choose_engine(flavor=flavor, mc_samples=mc_samples, strategy=strategy)
+        self.choice = choice
         path = resolve_model_path(model, flavor, progress=progress)
-        if flavor == "tflearn":
-            from gamornet.tflearn_backend.network import load_forward
-
-            self.forward = load_forward(path, shape, source=model)
-        else:
-            from gamornet.keras_backend.forward import load_forward
-
-            self.forward = load_forward(path, shape, strategy=strategy)
+        self.forward = load_forward(path, shape, choice, strategy=strategy, source=model, progress=progress)
 
     def reseed(self, chunk: int) -> None:
         """Reset the dropout random state to ``seed + chunk``: a chunk's MC passes do not depend on earlier chunks."""
@@ -203,7 +201,8 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
                   nan_fill=None, skip_bad: bool = False, progress: bool = True, chunk_size: int = 4096, *,
                   hdu=None, overwrite: bool = False, check_data: bool = False, seed: int = 0,
                   strategy="auto", read_threads: int = 2, prefetch: int = 2,
-                  on_chunk: Callable[[int, int], None] | None = None, client=None, workers: int | None = None) -> Table:
+                  on_chunk: Callable[[int, int], None] | None = None, client=None, workers: int | None = None,
+                  engine: str = "auto", precision: str = "float32") -> Table:
     """Classify the galaxies of image files (or an array) into a table.
 
     Parameters
@@ -286,7 +285,8 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     seed : int
         Seed of the MC dropout passes (chunk ``k`` uses ``seed + k``).
     strategy : "auto", None or tf.distribute.Strategy
-        ``"auto"``: MirroredStrategy when several GPUs are visible.  With
+        ``"auto"``: MirroredStrategy when several GPUs are visible (Keras
+        engine).  With
         ``client``, ``"auto"`` or None (each worker uses its own devices).
     read_threads : int
         Threads reading image files ahead of the model (>= 1), in this
@@ -307,13 +307,29 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         :mod:`gamornet.predict.distributed`.
     workers : int, optional
         Deprecated name of ``read_threads``.
+    engine : {"auto", "keras", "openvino", "tflearn"}
+        What computes the probabilities (see :mod:`gamornet.engines`):
+        ``"auto"`` is OpenVINO when the ``openvino`` package is installed
+        (float32 agrees with Keras to about 2e-6; the model is converted
+        once and stored in the cache), else Keras (TFLearn for
+        ``flavor="tflearn"``); Keras whenever ``mc_samples`` or a strategy
+        object is given.  ``"tflearn"`` only for ``flavor="tflearn"``; a
+        TFLearn checkpoint also runs on ``"keras"`` and ``"openvino"``
+        (the Keras model with the TFLearn LRN).
+    precision : {"float32", "bfloat16"}
+        ``"bfloat16"`` is about twice as fast with OpenVINO on CPUs with
+        native bfloat16 (``avx512_bf16``, ``amx_bf16``), moving
+        probabilities by up to about 1e-2; elsewhere it warns (OpenVINO
+        then computes in float32, Keras emulates bfloat16 slowly).
 
     Returns
     -------
     astropy.table.Table
         Columns ``id``, ``p_disk``, ``p_indeterminate``, ``p_bulge`` (and
         the MC columns), ``label``; metadata ``model``, ``flavor``,
-        ``policy``, ``shape``, ``mc``, ``version``, ``shard``, ``ntotal``
+        ``policy``, ``shape``, ``mc``, ``engine`` and ``precision`` (what
+        computed the probabilities, and in which precision, as really
+        used), ``version``, ``shard``, ``ntotal``
         (images of all shards), ``nimages`` (of this shard), ``nskipped``,
         ``skipped`` and ``run_sha256`` (see ``resume``).
 
@@ -342,6 +358,7 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         check_flag(flag, name)
     if mc_samples and flavor != "keras":
         raise ValueError(f"`mc_samples` needs flavor='keras'. Received: mc_samples={mc_samples}, flavor={flavor!r}")
+    choice = choose_engine(engine, precision, flavor=flavor, mc_samples=mc_samples, strategy=strategy)
     part = parse_shard(shard) or (1, 1)
     crop_pad = check_number(crop_pad, "crop_pad", allow_none=True)
     nan_fill = check_number(nan_fill, "nan_fill", allow_none=True)
@@ -363,10 +380,12 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         n_total = len(refs)
         run = {"model": label, "model_file": _model_fingerprint(label), "flavor": flavor, "shape": list(shape),
                "policy": dataclasses.asdict(rule), "mc": mc_samples, "seed": seed if mc_samples else None,
+               "engine": choice.engine, "precision": choice.precision,
                "batch_size": min(batch_size, max(n_total, 1)), "crop_pad": crop_pad, "nan_fill": nan_fill,
                "hdu": hdu, "skip_bad": skip_bad, "n_total": n_total, "inputs_sha256": _inputs_digest(inputs, refs, bad)}
         meta = {"model": label, "flavor": flavor, "policy": rule.name, "shape": ",".join(map(str, shape)),
-                "mc": mc_samples, "version": __version__, "shard": f"{part[0]}/{part[1]}", "ntotal": n_total}
+                "mc": mc_samples, "engine": choice.engine, "precision": choice.precision, "version": __version__,
+                "shard": f"{part[0]}/{part[1]}", "ntotal": n_total}
         if finished and resume:
             return _finished_table(output, {**meta, "run_sha256": _digest(run)})
 
@@ -387,7 +406,8 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
             todo = [k for k in range(n_chunks) if k not in done]
             if todo:
                 make_backend = functools.partial(_Backend, model=model, flavor=flavor, shape=shape,
-                                                 batch_size=run["batch_size"], mc_samples=mc_samples, seed=seed)
+                                                 batch_size=run["batch_size"], mc_samples=mc_samples, seed=seed,
+                                                 choice=choice)
                 reader = ImageReader(shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=skip_bad)
                 positions = [position[ref.id] for ref in good]
                 if client is None:
@@ -494,7 +514,7 @@ def _run_chunks(good: Sequence, positions: Sequence[int], todo: Sequence[int], n
                                       backend.batch_size) for k in todo]
     rows = {ref.id: position % backend.batch_size for ref, position in zip(good, positions)}
     remaining = sum(stop - start for spans in spans_per_chunk for start, stop in spans)
-    bar = progress_bar(remaining, progress, label=f"Predicting {remaining} images")
+    bar = progress_bar(remaining, progress, label=f"Predicting {remaining} images ({backend.choice.label})")
     batches = reader.batches(good, [s for spans in spans_per_chunk for s in spans], prefetch, read_threads)
     count, finished = 0, n_chunks - len(todo)
 

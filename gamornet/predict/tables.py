@@ -39,7 +39,9 @@ CHUNKS_SUFFIX = ".chunks"
 #: Skipped images of a run with ``skip_bad``: ``<output>.skipped.csv``.
 SKIPPED_SUFFIX = ".skipped.csv"
 #: Metadata that must agree between the shard tables of one catalogue.
-SHARED_META = ("model", "flavor", "policy", "shape", "mc", "version", "ntotal")
+SHARED_META = ("model", "flavor", "policy", "shape", "mc", "engine", "precision", "version", "ntotal")
+#: Metadata naming what computed the probabilities: tables recording it never merge with tables lacking it.
+_COMPUTED_BY = ("engine", "precision")
 _META_KEYS = (*SHARED_META, "shard", "shards", "nimages", "nskipped", "skipped", "run_sha256")
 
 
@@ -167,8 +169,8 @@ def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     """Join the shard tables of one catalogue into one table.
 
     Checks that every table has the same columns (with an ``id`` column) and
-    the same shared metadata (model, flavor, policy, shape, mc, version,
-    ntotal), that no id appears twice and no shard twice.  Tables are
+    the same shared metadata (model, flavor, policy, shape, mc, engine,
+    precision, version, ntotal), that no id appears twice and no shard twice.  Tables are
     stacked in shard order, which for a complete set of shards gives the
     table of an unsharded run (its ``shard`` metadata then reads ``1/1``,
     and ``run_sha256`` is kept when every shard records the same one); an
@@ -233,6 +235,12 @@ def _merge(paths: list) -> Table:
             if key in table.meta and key in first.meta and table.meta[key] != first.meta[key]:
                 raise ValueError(f"Cannot merge: {key} is {first.meta[key]!r} in {first_path} but "
                                  f"{table.meta[key]!r} in {path}")
+            if key in _COMPUTED_BY and "model" in table.meta and "model" in first.meta and (
+                    (key in table.meta) != (key in first.meta)):
+                recorded, missing = (first_path, path) if key in first.meta else (path, first_path)
+                value = first.meta.get(key, table.meta.get(key))
+                raise ValueError(f"Cannot merge: {key} is {value!r} in {recorded} but not recorded in {missing} "
+                                 f"(a table of an earlier version, computed by another engine or precision)")
     order, meta = _check_shards(paths, tables), dict(first.meta)
     paths, tables = [paths[i] for i in order], [tables[i] for i in order]
     ids = np.concatenate([np.asarray(t["id"]).astype(str) for t in tables])

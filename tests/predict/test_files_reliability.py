@@ -266,21 +266,22 @@ def test_batches_are_padded_only_to_the_images_of_the_run(images, models, tmp_pa
         return lambda batch: sizes.append(len(batch)) or forward(batch)
 
     monkeypatch.setattr(keras_forward, "compiled_forward", recording)
-    one = predict_files(images[:1], models[0], batch_size=99_999_999_999, **OPTS)
+    keras_only = {**OPTS, "engine": "keras"}  # the sizes of the batches the Keras model sees
+    one = predict_files(images[:1], models[0], batch_size=99_999_999_999, **keras_only)
     assert sizes == [1]
-    _assert_same_table(one, predict_files(images[:1], models[0], batch_size=1, **OPTS))
+    _assert_same_table(one, predict_files(images[:1], models[0], batch_size=1, **keras_only))
 
     np.save(tmp_path / "stack.npy", images)
     stack = str(tmp_path / "stack.npy")
     sizes.clear()
-    whole = predict_files(stack, models[0], batch_size=4096, **OPTS)
+    whole = predict_files(stack, models[0], batch_size=4096, **keras_only)
     assert sizes == [7]
     for batch_size, chunk_size in ((4096, 4096), (3, 2), (4, 3)):
         sizes.clear()
-        parts = [predict_files(stack, models[0], batch_size=batch_size, chunk_size=chunk_size, shard=f"{i}/3", **OPTS)
-                 for i in (1, 2, 3)]
+        parts = [predict_files(stack, models[0], batch_size=batch_size, chunk_size=chunk_size, shard=f"{i}/3",
+                               **keras_only) for i in (1, 2, 3)]
         assert set(sizes) == {min(batch_size, 7)}  # every shard pads to the whole run's batch
-        reference = predict_files(stack, models[0], batch_size=batch_size, **OPTS)
+        reference = predict_files(stack, models[0], batch_size=batch_size, **keras_only)
         for part in parts:  # each image at the same row of a batch of the same size: identical results
             rows = [reference["id"].tolist().index(i) for i in part["id"].tolist()]
             _assert_same_table(part, reference[rows])
