@@ -91,9 +91,9 @@ def run_demo(output: str = "gamornet_demo", settings: DemoSettings | None = None
     from astropy.table import Table
 
     from gamornet import evaluate
-    from gamornet.keras_module import gamornet_predict_keras, gamornet_train_keras
-    from gamornet.core.thresholds import classify_probabilities, get_policy
     from gamornet.core.files import atomic_path, make_output_dir
+    from gamornet.core.thresholds import classify_probabilities, get_policy
+    from gamornet.keras_module import gamornet_predict_keras, gamornet_train_keras
 
     settings = settings or DemoSettings()
     _check_settings(settings)

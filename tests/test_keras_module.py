@@ -11,6 +11,9 @@ from gamornet.keras_module import gamornet_predict_keras, gamornet_tl_keras, gam
 
 from helpers import ORDER_ATOL, SMALL_SHAPE, make_data
 
+#: Every test here runs on each Keras backend (see tests/backends).
+pytestmark = pytest.mark.backends
+
 
 def test_signatures_and_defaults_of_0_4_3():
     train = inspect.signature(gamornet_train_keras).parameters
@@ -95,7 +98,7 @@ def test_optimizer_settings_reach_the_optimizer(tmp_path, small_data):
     assert opt.momentum == 0.5 and opt.nesterov is True
     # Keras 2 decay rule: lr / (1 + decay * iterations); 2 steps were taken
     assert int(opt.iterations.numpy()) == 2
-    assert float(opt.learning_rate.numpy()) == pytest.approx(0.003 / (1 + 0.1 * 2), rel=1e-5)
+    assert float(keras.ops.convert_to_numpy(opt.learning_rate)) == pytest.approx(0.003 / (1 + 0.1 * 2), rel=1e-5)
 
 
 def _weights(model):
@@ -220,6 +223,6 @@ def test_adam_option_and_bad_optimizer(small_data):
     model = gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path="/dev/null", epochs=1, batch_size=6,
                                  lr=0.0005, verbose=0, optimizer="adam")
     assert isinstance(model.optimizer, keras.optimizers.Adam)
-    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.0005)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.0005)
     with pytest.raises(ValueError, match=r"`optimizer` must be one of .*Received: optimizer='rmsprop'"):
         gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path="/dev/null", verbose=0, optimizer="rmsprop")

@@ -31,6 +31,7 @@ def activations():
     return (np.random.default_rng(1).random((2, 7, 9, 24)) * 40).astype(np.float32)
 
 
+@pytest.mark.backends
 def test_keras_flavour_is_spatial_mean_summed_over_all_channels(activations):
     out = np.asarray(LocalResponseNormalization("keras")(activations))
     np.testing.assert_allclose(out, _brute_force_keras_lrn(activations), rtol=2e-6, atol=1e-6)
@@ -48,12 +49,14 @@ def test_tflearn_flavour_matches_tf_nn_lrn(activations):
     np.testing.assert_allclose(out, _brute_force_depth_lrn(activations), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.backends
 def test_flavours_differ(activations):
     a = np.asarray(LocalResponseNormalization("keras")(activations))
     b = np.asarray(LocalResponseNormalization("tflearn")(activations))
     assert np.abs(a - b).max() > 1e-3
 
 
+@pytest.mark.backends
 def test_config_round_trip_and_old_config_without_flavour():
     layer = LocalResponseNormalization("tflearn", name="lrn_x")
     clone = LocalResponseNormalization.from_config(layer.get_config())
@@ -62,6 +65,7 @@ def test_config_round_trip_and_old_config_without_flavour():
     assert old.flavor == "keras"
 
 
+@pytest.mark.backends
 def test_unknown_flavour_is_refused():
     with pytest.raises(ValueError, match="flavor.*Received: flavor='caffe'"):
         LocalResponseNormalization("caffe")

@@ -22,6 +22,7 @@ from helpers import SMALL_SHAPE, make_data
 # --------------------------------------------------------------------------- LRN flavour
 
 
+@pytest.mark.backends
 def test_tflearn_lrn_asked_for_a_keras_file_is_applied(trained_keras_model):
     path, _ = trained_keras_model
     x, _ = make_data(5, seed=21)
@@ -66,6 +67,7 @@ def bad_model_files(tmp_path_factory, trained_keras_model):
 KINDS = ["empty", "garbage", "truncated", "no model", "directory"]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("kind", KINDS)
 def test_unreadable_model_files_are_named_and_explained(kind, bad_model_files, small_data, tmp_path):
     path, pattern = bad_model_files[kind]
@@ -112,6 +114,7 @@ def test_cli_names_an_unreadable_model(command, bad_model_files, tmp_path, capsy
     ("tl", "save_model"), ("tl", "resume"), ("tl", "nesterov"),
     ("predict", "individual_arrays"), ("predict", "progress"), ("predict", "reuse_model"),
 ])
+@pytest.mark.backends
 def test_flags_must_be_true_or_false(function, flag, value, trained_keras_model, small_data, tmp_path):
     path, _ = trained_keras_model
     x, y = small_data
@@ -129,6 +132,7 @@ def test_flags_must_be_true_or_false(function, flag, value, trained_keras_model,
     assert not out.exists()
 
 
+@pytest.mark.backends
 def test_numpy_bools_are_flags_too(trained_keras_model, small_data):
     path, _ = trained_keras_model
     x, _ = small_data
