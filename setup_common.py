@@ -27,7 +27,7 @@ COMMON_REQUIRES = [
     "progressbar2>=4.2",
     "astropy>=5.3",
     "matplotlib>=3.7",
-    "filelock>=3.12",
+    "filelock>=4",
     "platformdirs>=3.0",
     "Pillow>=9",
 ]
@@ -40,8 +40,8 @@ _DOCS = ["sphinx>=7", "furo", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"]
 _TORCH = "torch>=2.1"
 
 EXTRAS = {
-    "test": ["pytest>=7.4", "hypothesis>=6.90", "pyftpdlib>=1.5.9", "ruff>=0.5", "tf-keras>=2.16,<2.22",
-             "pyarrow>=14", *_DOCS],
+    "test": ["pytest>=7.4", "hypothesis>=6.90", "pyftpdlib>=1.5.9", "ruff>=0.5", "import-linter>=2.1",
+             "tf-keras>=2.16,<2.22", "pyarrow>=14", *_DOCS],
     "bench": [_TORCH],
     "docs": _DOCS,
     "parquet": ["pyarrow>=14"],

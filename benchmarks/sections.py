@@ -180,7 +180,7 @@ def _inference_rounds(ws: Workspace, settings: Settings, results: Results) -> No
     if raw is not None and raw.runs:
         flops = forward_flops(shape)
         results.add(survey, "raw_forward_gflops", [r * flops / 1e9 for r in raw.runs],
-                    note=f"{flops / 1e9:.2f} GFLOP per image (gamornet.network.forward_flops)")
+                    note=f"{flops / 1e9:.2f} GFLOP per image (gamornet.core.network.forward_flops)")
     else:
         results.fail(survey, ["raw_forward_gflops"], "no raw forward figure")
 
@@ -199,20 +199,21 @@ def _profile_files(ws: Workspace, inputs: str) -> dict:
     """Seconds of each stage of file prediction, run one after the other in this thread."""
     from astropy.table import Table
 
-    from gamornet import io as gio
+    from gamornet.core.network import CLASS_NAMES
+    from gamornet.core.thresholds import classify_probabilities
     from gamornet.keras_backend.forward import compiled_forward
     from gamornet.keras_backend.model import load_keras_model
-    from gamornet.network import CLASS_NAMES
-    from gamornet.thresholds import classify_probabilities
+    from gamornet.predict.images import ImageReader, scan_images
+    from gamornet.predict.inputs import list_images
 
     stages: dict[str, float] = {}
     start = time.perf_counter()
-    refs, _ = gio.list_images(inputs)
+    refs, _ = list_images(inputs)
     stages["list_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    good, _ = gio.scan_images(refs, ws.shape)
+    good, _ = scan_images(refs, ws.shape)
     stages["validate_s"] = time.perf_counter() - start
-    reader = gio.ImageReader(ws.shape)
+    reader = ImageReader(ws.shape)
     start = time.perf_counter()
     batches = [reader.read(good[s : s + BATCH_SIZE]) for s in range(0, len(good), BATCH_SIZE)]
     stages["read_s"] = time.perf_counter() - start
@@ -367,7 +368,7 @@ def _training_sections(ws: Workspace, settings: Settings, results: Results) -> N
 
 def _bf16_labels(ws: Workspace, results: Results) -> None:
     from benchmarks.report import predict_probabilities
-    from gamornet.thresholds import classify_probabilities
+    from gamornet.core.thresholds import classify_probabilities
 
     names = ["bf16_label_change_fraction", "bf16_policy_label_change_fraction", "bf16_max_abs_difference"]
     with section(results, ws.survey, names, "bfloat16 labels"):

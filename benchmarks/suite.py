@@ -14,7 +14,7 @@ What is measured, for each survey shape (SDSS 167x167x1, CANDELS 83x83x1):
 - the ceiling: float32 ``tf.matmul`` of two 4096 x 4096 matrices (GFLOP/s),
   and the raw compiled forward pass, ``tf.function(model)`` on a fixed batch
   of 64 already in TensorFlow memory (images/s, and effective GFLOP/s from
-  :func:`gamornet.network.forward_flops`);
+  :func:`gamornet.core.network.forward_flops`);
 - :func:`gamornet.keras_module.gamornet_predict_keras` and
   :func:`gamornet.tflearn_module.gamornet_predict_tflearn` on an in-memory
   array, model already loaded (ratio to the raw forward pass); model loading
@@ -30,7 +30,7 @@ What is measured, for each survey shape (SDSS 167x167x1, CANDELS 83x83x1):
   images every epoch), each backend in a fresh process: the mean of ``k``
   epochs after a warm-up epoch, with the CPU time per image (ratio Keras /
   TFLearn);
-- the same network in PyTorch, built from :data:`gamornet.network.LAYERS`
+- the same network in PyTorch, built from :data:`gamornet.core.network.LAYERS`
   (:func:`build_torch_model`) with the Keras model's weights, in a
   subprocess: forward pass and training step (only if torch is installed);
 - peak resident memory (``VmHWM``) of ``predict_files`` on N and 10N

@@ -20,7 +20,7 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 def build_torch_model(input_shape: tuple[int, int, int]):
-    """GaMorNet in PyTorch, built from :data:`gamornet.network.LAYERS` (Keras-flavour LRN).
+    """GaMorNet in PyTorch, built from :data:`gamornet.core.network.LAYERS` (Keras-flavour LRN).
 
     The model takes NCHW float32 batches and returns logits (apply a softmax
     for probabilities).  Padding follows TensorFlow's ``same`` rule for the

@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from helpers import SMALL_SHAPE, cpu_description, make_data  # noqa: E402
+from helpers import SMALL_SHAPE, blob_data, cpu_description, make_data  # noqa: E402
 
 
 def pytest_report_header(config):
@@ -31,3 +31,9 @@ def trained_keras_model(tmp_path_factory, small_data):
     model = gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path=str(directory), epochs=1, batch_size=6,
                                  verbose=0)
     return str(directory / "trained_model.keras"), model
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    """Learnable blob images: a training set of 48 and a validation set of 24."""
+    return blob_data(48, seed=0), blob_data(24, seed=1)

@@ -69,7 +69,7 @@ def _keras2_lrn_classes(tf, tf_keras):
 def keras2_model(lrn: str, shape=SMALL_SHAPE):
     """GaMorNet as a Keras 2 (tf-keras) Sequential model with default layer names and random weights.
 
-    Built from :data:`gamornet.network.LAYERS`, with the LRN written as Keras 2
+    Built from :data:`gamornet.core.network.LAYERS`, with the LRN written as Keras 2
     code wrote it (plain TensorFlow ops, no ``get_config``).
     """
     import tensorflow as tf
@@ -123,7 +123,7 @@ def run_gamornet(args, cwd, file_size_limit: int | None = None, **kwargs):
 def build_plain_tflearn_network(shape):
     """GaMorNet written out with TFLearn's layer functions and default names, as TFLearn users write it.
 
-    Must be called inside a graph context (``gamornet.tflearn_compat.building_graph``).
+    Must be called inside a graph context (``gamornet.tflearn_backend.compat.building_graph``).
     """
     from gamornet.tflearn_backend.compat import import_tflearn
 
@@ -169,3 +169,16 @@ def blob_data(n: int, seed: int = 0):
     width = np.array([2.0, 4.0, 7.0])[k]
     images = 5.0 * np.exp(-r2[None] / (2 * width[:, None, None] ** 2)) + rng.normal(0, 0.3, (n, *SMALL_SHAPE[:2]))
     return images[..., None].astype(np.float32), np.eye(3, dtype=np.float32)[k]
+
+
+def read_metrics(directory) -> list[dict]:
+    """The rows of a training run's ``metrics.csv``."""
+    import csv
+
+    with open(os.path.join(directory, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def column(rows, key) -> list[float]:
+    """One column of :func:`read_metrics` rows, as floats."""
+    return [float(r[key]) for r in rows]

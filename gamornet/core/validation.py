@@ -256,16 +256,17 @@ def check_images(images, name: str = "img_array", input_shape=None, allow_empty:
     check_stack_shape(arr.shape, name, input_shape, allow_empty)
     if sample is not None:
         rows = np.unique(np.linspace(0, arr.shape[0] - 1, min(sample, arr.shape[0])).astype(int))
-        _check_finite(np.asarray(arr[rows], dtype=np.float32), name, rows)
+        check_finite(np.asarray(arr[rows], dtype=np.float32), name, rows)
         return arr
     if arr.dtype != np.float32:
         arr = arr.astype(np.float32)
     for start in range(0, arr.shape[0], 4096):  # bounded temporary memory for huge stacks
-        _check_finite(arr[start : start + 4096], name, np.arange(start, min(start + 4096, arr.shape[0])))
+        check_finite(arr[start : start + 4096], name, np.arange(start, min(start + 4096, arr.shape[0])))
     return arr
 
 
-def _check_finite(block: np.ndarray, name: str, rows: np.ndarray) -> None:
+def check_finite(block: np.ndarray, name: str, rows: np.ndarray) -> None:
+    """Raise ``ValueError`` naming the images of ``block`` (numbered by ``rows``) that hold NaN or inf."""
     if not np.isfinite(block).all():
         bad = rows[~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)]
         raise ValueError(f"`{name}` has NaN or inf pixels in image(s) {bad[:10].tolist()}; replace them (e.g. with "

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from gamornet.core.stack import read_rows
-from gamornet.core.validation import check_images, check_positive_int, check_stack_shape
+from gamornet.core.validation import check_finite, check_images, check_positive_int, check_stack_shape
 from gamornet.data.augment import augment_batch
 from gamornet.data.labels import load_labels
 
@@ -274,9 +274,8 @@ class ArraySource(Source):
         contiguous = rows.size and rows[-1] - rows[0] + 1 == rows.size
         x = read_rows(self.images, int(rows[0]), int(rows[-1]) + 1) if contiguous else self.images[rows]
         x = np.asarray(x, dtype=np.float32)
-        if self.memmapped and not np.isfinite(x).all():
-            bad = rows[~np.isfinite(x.reshape(len(rows), -1)).all(axis=1)]
-            raise ValueError(f"`{self.name}` has NaN or inf pixels in image(s) {bad[:10].tolist()}.")
+        if self.memmapped:
+            check_finite(x, self.name, rows)
         return x, self.labels[rows]
 
     def epoch_row_batches(self, batch_size: int, epoch: int = 0, seed: int = 0) -> list[np.ndarray]:

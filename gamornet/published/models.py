@@ -83,7 +83,7 @@ def mirror_urls(base_urls: str | os.PathLike | Iterable[str | os.PathLike] | Non
 
     Parameters
     ----------
-    base_urls : str, path or iterable, optional
+    base_urls : str, os.PathLike or iterable, optional
         Base URLs (or local directories).  A string may hold several URLs
         separated by whitespace or commas.  Default: ``GAMORNET_MODELS_URL`` if
         set, else :data:`gamornet.published.registry.MIRRORS`.
@@ -131,7 +131,7 @@ def fetch_file(
         Path under the base URL, e.g. ``"gamornet/pred_tables/pred_table_sdss.txt"``.
     base_urls : str or list of str, optional
         Sources tried in order (see :func:`mirror_urls`).
-    cache_dir : path, optional
+    cache_dir : str or os.PathLike, optional
         Cache root; default :func:`cache_dir`.
     sha256 : str, optional
         Expected SHA-256 hex digest.

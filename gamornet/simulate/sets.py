@@ -279,7 +279,7 @@ def simulate_to_disk(output_dir: str | os.PathLike, n: int, survey: str | Survey
 
     Parameters
     ----------
-    output_dir : path
+    output_dir : str or os.PathLike
         Created if needed.
     n, survey, seed, workers, progress, **overrides
         As for :func:`simulate_galaxies`.

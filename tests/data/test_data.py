@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 
 import numpy as np
 import pytest
@@ -14,24 +12,10 @@ from gamornet.core.network import CLASS_NAMES
 from gamornet.data import augment as augmentation
 from gamornet.keras_module import gamornet_train_keras
 
-from helpers import blob_data
+from helpers import column, read_metrics
 
 SHAPE = (32, 32, 1)
 NAMES = np.asarray(CLASS_NAMES)
-
-
-@pytest.fixture(scope="module")
-def blobs():
-    return blob_data(48, seed=0), blob_data(24, seed=1)
-
-
-def read_metrics(directory) -> list[dict]:
-    with open(os.path.join(directory, "metrics.csv")) as f:
-        return list(csv.DictReader(f))
-
-
-def column(rows, key) -> list[float]:
-    return [float(r[key]) for r in rows]
 
 
 # --------------------------------------------------------------------------- data sources train

@@ -7,7 +7,6 @@ the class, so it survives flips and rotations.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -24,24 +23,10 @@ from gamornet.core.network import CLASS_NAMES
 from gamornet.keras_backend import training
 from gamornet.keras_module import gamornet_predict_keras, gamornet_tl_keras, gamornet_train_keras
 
-from helpers import blob_data
+from helpers import blob_data, column, read_metrics
 
 SHAPE = (32, 32, 1)
 NAMES = np.asarray(CLASS_NAMES)
-
-
-@pytest.fixture(scope="module")
-def blobs():
-    return blob_data(48, seed=0), blob_data(24, seed=1)
-
-
-def read_metrics(directory) -> list[dict]:
-    with open(os.path.join(directory, "metrics.csv")) as f:
-        return list(csv.DictReader(f))
-
-
-def column(rows, key) -> list[float]:
-    return [float(r[key]) for r in rows]
 
 
 def test_plateau_and_early_stopping_on_a_scripted_loss():
