@@ -11,9 +11,6 @@ from gamornet.keras_module import gamornet_predict_keras, gamornet_tl_keras, gam
 
 from helpers import ORDER_ATOL, SMALL_SHAPE, make_data
 
-#: Every test here runs on each Keras backend (see tests/backends).
-pytestmark = pytest.mark.backends
-
 
 def test_signatures_and_defaults_of_0_4_3():
     train = inspect.signature(gamornet_train_keras).parameters
@@ -105,6 +102,7 @@ def _weights(model):
     return [[w.copy() for w in layer.get_weights()] for layer in weighted_layers(model)]
 
 
+@pytest.mark.backends
 def test_transfer_learning_loads_and_freezes_per_bools(tmp_path, trained_keras_model, small_data):
     path, source = trained_keras_model
     x, y = small_data

@@ -17,10 +17,12 @@ pipeline:
   through ``torch.compile``, which on a 2-core CPU ran about 1.2-1.45x faster
   but spent 20 s to minutes compiling each new batch size.
 
-JAX (and compiled PyTorch) compile once per batch size, so a batch smaller
-than a size already compiled is padded with zero images to it and its rows
-cut from the output: ``gamornet_predict_keras``'s last, partial batch costs
-no new compilation.  The kernels for the padded size may sum in another
+JAX (and compiled PyTorch) compile once per batch size, so a batch is
+padded with zero images to a size that depends on its own size alone
+(:func:`padded_size`: a power of two up to 64, then a multiple of 64) and
+its rows cut from the output: ``gamornet_predict_keras``'s last, partial
+batch costs no compilation of its own, and a batch's probabilities never
+depend on what ran before it.  The kernels for the padded size may sum in another
 order, which moves probabilities within float32 rounding (about 1e-6); each
 image's values never depend on the other images of its batch.
 
@@ -54,18 +56,27 @@ def _seed_state_variables(model: keras.Model) -> set[int]:
     return {id(g.state) for layer in model._flatten_layers() for g in getattr(layer, "_seed_generators", [])}
 
 
+def padded_size(n: int) -> int:
+    """The batch size a batch of ``n`` images runs at: the next power of two up to 64, above it a multiple of 64.
+
+    A function of ``n`` alone, so a batch gives the same probabilities
+    whatever ran before it (a resumed run equals an uninterrupted one), and
+    at most 7 + (largest batch / 64) sizes are ever compiled.
+    """
+    if n <= 64:
+        return 1 << max(n - 1, 0).bit_length()
+    return -(-n // 64) * 64
+
+
 class _Padded:
-    """Call ``run`` on batches padded with zero images to the smallest batch size compiled so far that fits."""
+    """Call ``run`` on batches padded with zero images to :func:`padded_size` (one compilation per size)."""
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray]):
-        self.run, self.sizes = run, []
+        self.run = run
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
-        size = min((s for s in self.sizes if s >= n), default=None)
-        if size is None:
-            self.sizes.append(n)
-            return self.run(batch)
+        size = padded_size(n)
         if size == n:
             return self.run(batch)
         padded = np.zeros((size, *batch.shape[1:]), batch.dtype)

@@ -38,9 +38,7 @@ def _source_args(kind, tmp_path, x, y):
     return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0), None
 
 
-@pytest.mark.parametrize("kind", [pytest.param("numpy", marks=pytest.mark.backends),
-                                  pytest.param("memmap", marks=pytest.mark.backends),
-                                  pytest.param("npy+catalog", marks=pytest.mark.backends), "dataset"])
+@pytest.mark.parametrize("kind", ["numpy", "memmap", "npy+catalog", "dataset"])
 def test_each_data_source_trains_and_the_loss_falls(kind, tmp_path, blobs):
     (x, y), (vx, vy) = blobs
     tx, ty = _source_args(kind, tmp_path, x, y)
@@ -203,22 +201,6 @@ def test_catalog_forms_and_dataset_checks(tmp_path, blobs):
         data.as_source(tf.data.Dataset.from_tensor_slices(x), None, SHAPE)
     with pytest.raises(ValueError, match=r"`steps_per_epoch` must be given for an infinite"):
         data.as_source(ds.repeat(), None, SHAPE).training_dataset(8)
-
-
-@pytest.mark.backends
-def test_tf_data_datasets_need_the_tensorflow_backend(tmp_path, blobs):
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        pytest.skip("checks the other Keras backends (tf.data datasets train on TensorFlow, see above)")
-    tf = pytest.importorskip("tensorflow")  # only to make a dataset; the check itself imports nothing
-    (x, y), _ = blobs
-    pattern = (rf"`training_imgs` is a tf.data.Dataset, which needs the TensorFlow backend of Keras; this process "
-               rf"runs Keras on '{keras.backend.backend()}'.*Received: training_imgs of type \w*Dataset")
-    with pytest.raises(TypeError, match=pattern):
-        gamornet_train_keras(tf.data.Dataset.from_tensor_slices((x, y)), None, None, None, SHAPE,
-                             files_save_path=str(tmp_path / "out"), verbose=0)
-    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -49,7 +49,6 @@ def test_tflearn_flavour_matches_tf_nn_lrn(activations):
     np.testing.assert_allclose(out, _brute_force_depth_lrn(activations), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.backends
 def test_flavours_differ(activations):
     a = np.asarray(LocalResponseNormalization("keras")(activations))
     b = np.asarray(LocalResponseNormalization("tflearn")(activations))
@@ -65,7 +64,6 @@ def test_config_round_trip_and_old_config_without_flavour():
     assert old.flavor == "keras"
 
 
-@pytest.mark.backends
 def test_unknown_flavour_is_refused():
     with pytest.raises(ValueError, match="flavor.*Received: flavor='caffe'"):
         LocalResponseNormalization("caffe")

@@ -22,7 +22,6 @@ from helpers import SMALL_SHAPE, make_data
 # --------------------------------------------------------------------------- LRN flavour
 
 
-@pytest.mark.backends
 def test_tflearn_lrn_asked_for_a_keras_file_is_applied(trained_keras_model):
     path, _ = trained_keras_model
     x, _ = make_data(5, seed=21)
@@ -114,7 +113,6 @@ def test_cli_names_an_unreadable_model(command, bad_model_files, tmp_path, capsy
     ("tl", "save_model"), ("tl", "resume"), ("tl", "nesterov"),
     ("predict", "individual_arrays"), ("predict", "progress"), ("predict", "reuse_model"),
 ])
-@pytest.mark.backends
 def test_flags_must_be_true_or_false(function, flag, value, trained_keras_model, small_data, tmp_path):
     path, _ = trained_keras_model
     x, y = small_data
@@ -132,7 +130,6 @@ def test_flags_must_be_true_or_false(function, flag, value, trained_keras_model,
     assert not out.exists()
 
 
-@pytest.mark.backends
 def test_numpy_bools_are_flags_too(trained_keras_model, small_data):
     path, _ = trained_keras_model
     x, _ = small_data

@@ -210,7 +210,6 @@ def _plant(directory) -> None:
         (directory / name).write_bytes(b"PK\x03\x04 cut short")
 
 
-@pytest.mark.backends
 def test_stale_temporaries_are_removed_when_a_run_starts_or_resumes(tmp_path):
     x, y = blob_data(16, seed=16)
     run = tmp_path / "run"
@@ -227,7 +226,6 @@ def test_stale_temporaries_are_removed_when_a_run_starts_or_resumes(tmp_path):
     assert sorted(p.name for p in fresh.iterdir()) == sorted(["metrics.csv", *KEPT])
 
 
-@pytest.mark.backends
 def test_failed_run_leaves_no_temporaries_and_releases_the_directory(tmp_path, monkeypatch):
     x, y = blob_data(16, seed=17)
     run = tmp_path / "run"
@@ -288,7 +286,6 @@ class _KeepStateOfFirstEpoch(keras.callbacks.Callback):
             self.text = (self.directory / training.STATE_FILE).read_text()
 
 
-@pytest.mark.backends
 def test_kill_between_checkpoint_and_state_file_resumes_from_the_checkpoint(tmp_path):
     x, y = blob_data(24, seed=19)
     wrong = np.roll(y[16:], 1, axis=1)  # validation that does not improve: the plateau and stopping counters move
@@ -310,7 +307,6 @@ def test_kill_between_checkpoint_and_state_file_resumes_from_the_checkpoint(tmp_
     assert_same_run(whole, cut)
 
 
-@pytest.mark.backends
 def test_checkpoint_without_training_state_still_resumes(tmp_path):
     x, y = blob_data(16, seed=20)
     run = tmp_path / "run"

@@ -83,7 +83,6 @@ def test_array_input_equals_predict_keras(images, expected, model_path):
     np.testing.assert_allclose(_probs(three_d), expected, rtol=0, atol=ORDER_ATOL)
 
 
-@pytest.mark.backends
 def test_npy_stacks_are_memory_mapped(images, expected, model_path, tmp_path):
     np.save(tmp_path / "a.npy", images[:4])
     np.save(tmp_path / "b.npy", images[4:, :, :, 0])  # (N, H, W)
@@ -94,7 +93,6 @@ def test_npy_stacks_are_memory_mapped(images, expected, model_path, tmp_path):
     np.testing.assert_allclose(_probs(table), expected, rtol=0, atol=ORDER_ATOL)
 
 
-@pytest.mark.backends
 def test_fits_layouts_2d_hw1_1hw(images, expected, model_path, tmp_path):
     fits.writeto(tmp_path / "a.fits", images[0, :, :, 0])
     fits.writeto(tmp_path / "b.fits", images[1])  # (H, W, 1)
@@ -324,7 +322,6 @@ def test_interrupted_run_resumes_to_identical_table(images, model_path, tmp_path
     assert not os.path.exists(chunks)
 
 
-@pytest.mark.backends
 def test_killed_process_resumes_to_identical_table(images, model_path, tmp_path):
     directory = tmp_path / "imgs"
     _fits_dir(directory, images)
@@ -355,7 +352,6 @@ def test_killed_process_resumes_to_identical_table(images, model_path, tmp_path)
 # ---------------------------------------------------------------- shards and merge
 
 
-@pytest.mark.backends
 def test_shards_cover_everything_once_and_merge(images, model_path, tmp_path):
     _fits_dir(tmp_path / "imgs", images[:4])
     np.save(tmp_path / "imgs" / "stack.npy", images[4:])
