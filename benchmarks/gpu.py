@@ -303,7 +303,7 @@ def table(results: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cpu", "gpu"), default="gpu")
-    parser.add_argument("--quick", action="store_true", help="32x32 images, few batches (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="32x32 images, float32, few batches (a smoke test)")
     parser.add_argument("--backends", default="jax,torch", help="comma-separated Keras backends")
     parser.add_argument("--surveys", default=None, help="comma-separated: SDSS, CANDELS, small")
     parser.add_argument("--dtypes", default=None, help="comma-separated: float32, bfloat16")
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=None, help="batches per timed round")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per method")
     parser.add_argument("--train-images", type=int, default=None, help="images per training epoch (0: no training)")
-    parser.add_argument("--train-batch", type=int, default=64)
+    parser.add_argument("--train-batch", type=int, default=None)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per backend process")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--child", choices=("prepare", "measure"), help=argparse.SUPPRESS)
@@ -321,10 +321,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     gpu, quick = args.device == "gpu", args.quick
     defaults = dict(surveys="small" if quick else ("SDSS,CANDELS" if gpu else "CANDELS"),
-                    dtypes="float32,bfloat16" if gpu or quick else "float32",
-                    batch_sizes="8,16" if quick else ("64,512" if gpu else "64"),
+                    dtypes="float32,bfloat16" if gpu else "float32",
+                    batch_sizes="8" if quick else ("64,512" if gpu else "64"),
                     batches=2 if quick else (8 if gpu else 4), rounds=2 if quick else 5,
-                    train_images=32 if quick else (2048 if gpu else 256))
+                    train_images=16 if quick else (2048 if gpu else 256), train_batch=8 if quick else 64)
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
