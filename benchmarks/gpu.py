@@ -2,7 +2,7 @@
 
 Wheels for a GPU machine that has PyTorch and JAX but no TensorFlow (Python 3.12, x86_64), gathered here::
 
-    sh benchmarks/gpu_wheels.sh .whl          # about 30 MB; .whl/ is git-ignored
+    sh benchmarks/gpu_wheels.sh .whl          # 21 wheels, 26 MB; .whl/ is git-ignored
 
 Install and run there (no internet needed; nothing touches the preinstalled torch / jax / numpy)::
 
