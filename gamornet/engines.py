@@ -20,9 +20,10 @@ Engines
     TFLearn itself, for TFLearn checkpoints (float32 only).
 ``"auto"`` (default)
     OpenVINO in the precision asked for when ``openvino`` is installed,
-    else Keras (TFLearn for TFLearn models in float32); Keras whenever
-    Monte-Carlo dropout or an explicit ``tf.distribute`` strategy is asked
-    for.
+    TensorFlow is installed (it converts the model) and no NVIDIA GPU is
+    visible (there the Keras backend's GPU path is faster); else Keras
+    (TFLearn for TFLearn models in float32).  Keras whenever Monte-Carlo
+    dropout or an explicit ``tf.distribute`` strategy is asked for.
 
 Precisions
 ----------
@@ -86,6 +87,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import importlib.util
 import os
 import subprocess
 import sys
@@ -94,7 +96,7 @@ from contextlib import nullcontext
 
 from gamornet import __version__
 from gamornet.core.cache import ModelCache
-from gamornet.core.hardware import cpu_summary, native_bfloat16
+from gamornet.core.hardware import cpu_summary, native_bfloat16, nvidia_gpu_visible
 from gamornet.core.validation import check_engine, check_input_shape
 from gamornet.openvino_backend import is_available as openvino_available
 from gamornet.weights.paths import fingerprint, model_kind, strip_checkpoint_suffix
@@ -135,6 +137,14 @@ def _explicit_strategy(strategy) -> bool:
     return strategy is not None and not (isinstance(strategy, str) and strategy == "auto")
 
 
+def _tensorflow_installed() -> bool:
+    """Whether TensorFlow can be imported (it converts Keras models for OpenVINO), checked without importing it."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def choose_engine(engine: str = "auto", precision: str = "float32", *, flavor: str = "keras", mc_samples: int = 0,
                   strategy="auto", warn: bool = True) -> EngineChoice:
     """Resolve ``engine`` / ``precision`` for one prediction, before anything heavy runs.
@@ -169,7 +179,7 @@ def choose_engine(engine: str = "auto", precision: str = "float32", *, flavor: s
     if engine == "auto":
         if mc_samples or _explicit_strategy(strategy):
             engine = "keras"
-        elif openvino_available():
+        elif openvino_available() and _tensorflow_installed() and not nvidia_gpu_visible():
             engine = "openvino"
         else:
             engine = "tflearn" if flavor == "tflearn" and precision == "float32" else "keras"

@@ -79,7 +79,7 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
         ``"keras"`` the Keras model on the active backend; ``"openvino"``
         the model converted for OpenVINO (``gamornet[openvino]``; converted
         once per file and stored in the cache, float32 within about 2e-6 of
-        Keras); ``"auto"`` OpenVINO when installed, else Keras.
+        Keras); ``"auto"`` OpenVINO when installed and no NVIDIA GPU is visible, else Keras.
     precision : {"float32", "bfloat16"}
         ``"bfloat16"`` (OpenVINO, or Keras' ``mixed_bfloat16`` policy) is
         about twice as fast on CPUs with native bfloat16 and moves

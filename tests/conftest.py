@@ -51,3 +51,20 @@ def trained_keras_model(tmp_path_factory, small_data):
 def blobs():
     """Learnable blob images: a training set of 48 and a validation set of 24."""
     return blob_data(48, seed=0), blob_data(24, seed=1)
+
+
+@pytest.fixture(autouse=True)
+def _tensorflow_stays_out(request):
+    """On the JAX and PyTorch backends, TensorFlow must not be imported by a ``backends`` test (checked after it).
+
+    Run these tests with the files that hold them named (see ``.ci/run``):
+    collecting the whole suite imports test modules that need TensorFlow.
+    """
+    import sys
+
+    check = (request.node.get_closest_marker("backends") is not None
+             and os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow")
+    yield
+    if check:
+        assert "tensorflow" not in sys.modules, (
+            f"TensorFlow was imported under KERAS_BACKEND={os.environ['KERAS_BACKEND']}")

@@ -26,6 +26,7 @@ def without_openvino(monkeypatch):
 @pytest.fixture
 def with_openvino(monkeypatch):
     monkeypatch.setattr(engines, "openvino_available", lambda: True)
+    monkeypatch.setattr(engines, "nvidia_gpu_visible", lambda: False)
 
 
 def test_auto_without_openvino_is_keras_or_tflearn(without_openvino):
@@ -43,6 +44,15 @@ def test_auto_with_openvino(with_openvino):
     assert engines.choose_engine(mc_samples=3).engine == "keras"  # MC dropout: Keras only
     assert engines.choose_engine(strategy=object()).engine == "keras"  # a strategy object: Keras only
     assert engines.choose_engine(strategy=None).engine == "openvino"
+
+
+def test_auto_leaves_a_gpu_or_a_machine_without_tensorflow_to_keras(with_openvino, monkeypatch):
+    monkeypatch.setattr(engines, "nvidia_gpu_visible", lambda: True)
+    assert engines.choose_engine().engine == "keras"  # the backend's GPU path, not OpenVINO on the CPU
+    monkeypatch.setattr(engines, "nvidia_gpu_visible", lambda: False)
+    monkeypatch.setattr(engines, "_tensorflow_installed", lambda: False)
+    assert engines.choose_engine().engine == "keras"  # nothing could convert the model
+    assert engines.choose_engine("openvino").engine == "openvino"  # asked for: a stored conversion may exist
 
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [

@@ -84,9 +84,9 @@ def register_cli(subparsers) -> None:
                    help="also read all pixels before predicting, so NaN pixels are reported up front")
     p.add_argument("--hdu", type=hdu, metavar="N|NAME", help="FITS HDU number or EXTNAME")
     p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="what computes the probabilities: auto (default: openvino when installed, else keras; keras "
-                   "with --mc-samples), keras, openvino (converted once, stored in the cache), tflearn (TFLearn "
-                   "models)")
+                   help="what computes the probabilities: auto (default: openvino when installed and no NVIDIA GPU "
+                   "is visible, else keras; keras with --mc-samples), keras, openvino (converted once, stored in the "
+                   "cache), tflearn (TFLearn models)")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="float32 (default; reproduces published predictions) or bfloat16 (about 2x faster with "
                    "openvino on CPUs with avx512_bf16 / amx_bf16; probabilities move by up to ~1e-2)")

@@ -14,9 +14,10 @@ float32 arithmetic plus conversions: slower than float32, never faster.
 from __future__ import annotations
 
 import functools
+import os
 import platform
 
-__all__ = ["CPU_FLAGS", "BF16_FLAGS", "cpu_flags", "cpu_model", "native_bfloat16", "cpu_summary"]
+__all__ = ["CPU_FLAGS", "BF16_FLAGS", "cpu_flags", "cpu_model", "native_bfloat16", "cpu_summary", "nvidia_gpu_visible"]
 
 #: Flags that decide which kernels the inference engines pick (and so speed and the order of float32 sums).
 CPU_FLAGS: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
@@ -73,3 +74,20 @@ def cpu_summary(flags=None, model: str | None = None) -> str:
     have = cpu_flags() if flags is None else set(flags)
     listed = [flag for flag in CPU_FLAGS if flag in have]
     return f"{cpu_model() if model is None else model}; {' '.join(listed) or 'none of ' + ', '.join(CPU_FLAGS)}"
+
+
+def nvidia_gpu_visible(gpus_dir: str = "/proc/driver/nvidia/gpus") -> bool:
+    """Whether an NVIDIA GPU is present and not hidden by ``CUDA_VISIBLE_DEVICES``, asked of no framework.
+
+    Linux lists the GPUs its NVIDIA driver drives under ``gpus_dir``;
+    ``CUDA_VISIBLE_DEVICES`` set to an empty string or ``-1`` hides them
+    from every CUDA framework.  Elsewhere (no such folder) the answer is
+    False.
+    """
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return False
+    try:
+        return bool(os.listdir(gpus_dir))
+    except OSError:
+        return False

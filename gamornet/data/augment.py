@@ -1,4 +1,10 @@
-"""Augmentation of training batches, seeded by the batch's place in training (so resumed runs repeat it)."""
+"""Augmentation of training batches, in numpy: one implementation for every Keras backend.
+
+The random draws of a batch come from ``numpy.random.default_rng([seed,
+step])``, ``step`` being the batch's place in training (see
+:mod:`gamornet.data.sources`), so a resumed run repeats the transformations
+of an uninterrupted one, whatever backend trains.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["AUGMENTATIONS", "check_augment", "augment_batch", "dihedral_variants"]
+__all__ = ["AUGMENTATIONS", "check_augment", "augment_batch", "dihedral_variants", "rotate"]
 
 #: Augmentations: ``flips`` draws one of the 8 right-angle rotations / flips (the
 #: dihedral group; only the 4 flips for non-square images), ``rotate`` a uniform
 #: angle in [0, 360) degrees about the image centre (bilinear, edges reflected).
 AUGMENTATIONS: tuple[str, ...] = ("flips", "rotate")
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
 
 
 def check_augment(augment) -> tuple[str, ...]:
@@ -33,58 +33,94 @@ def check_augment(augment) -> tuple[str, ...]:
     return tuple(n for n in AUGMENTATIONS if n in names)
 
 
-def _dihedral(images, transpose, flip_lr, flip_ud):
-    """Per-image transpose / left-right / up-down flips (bool vectors of length N)."""
-    tf = _tf()
-
-    def pick(mask, new, old):
-        return tf.where(tf.reshape(mask, (-1, 1, 1, 1)), new, old)
-
-    if images.shape[1] is not None and images.shape[1] == images.shape[2]:
-        images = pick(transpose, tf.transpose(images, (0, 2, 1, 3)), images)
-    images = pick(flip_lr, tf.reverse(images, axis=[2]), images)
-    return pick(flip_ud, tf.reverse(images, axis=[1]), images)
-
-
-def _rotate(images, angles):
-    """Rotate each image by ``angles`` (radians) about its centre: bilinear, edges reflected."""
-    tf = _tf()
-    shape = tf.shape(images)
-    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
-    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
-    cos, sin = tf.cos(angles), tf.sin(angles)
-    zero = tf.zeros_like(angles)
-    # output pixel (x, y) samples input (cos*(x-cx) - sin*(y-cy) + cx, sin*(x-cx) + cos*(y-cy) + cy)
-    transforms = tf.stack([cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, zero, zero], 1)
-    return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms, output_shape=shape[1:3],
-                                                 fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+def _dihedral(images: np.ndarray, transpose, flip_lr, flip_ud) -> np.ndarray:
+    """Per-image transpose / left-right / up-down flips (bool vectors of length N); a new array."""
+    out = np.empty_like(images)
+    square = images.shape[1] == images.shape[2]
+    for i, image in enumerate(images):
+        if square and transpose[i]:
+            image = image.transpose(1, 0, 2)
+        if flip_lr[i]:
+            image = image[:, ::-1]
+        if flip_ud[i]:
+            image = image[::-1]
+        out[i] = image
+    return out
 
 
-def augment_batch(images, seed, augment: tuple[str, ...]):
-    """Randomly transform a float32 batch ``(N, H, W, C)``; the same ``seed`` (2 ints) gives the same result.
+def rotate(images: np.ndarray, angles) -> np.ndarray:
+    """Rotate each image of ``(N, H, W, C)`` by ``angles[i]`` radians about its centre: bilinear, edges reflected.
+
+    Output pixel ``(x, y)`` takes the input at ``(cos a (x - cx) - sin a (y - cy) + cx,
+    sin a (x - cx) + cos a (y - cy) + cy)``, interpolated between its 4 neighbours; the
+    image is first extended by reflection (``d c b a | a b c d | d c b a``) far enough
+    for every rotated corner.
+    """
+    images = np.asarray(images, np.float32)
+    n, h, w, c = images.shape
+    cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+    reach = math.hypot(cx, cy)
+    mx, my = math.ceil(reach - cx) + 2, math.ceil(reach - cy) + 2
+    padded = np.pad(images, ((0, 0), (my, my), (mx, mx), (0, 0)), mode="symmetric")
+    row = w + 2 * mx
+    angles = np.asarray(angles, np.float64).reshape(n, 1, 1)
+    cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    x = (np.arange(w, dtype=np.float32) - np.float32(cx))[None, None, :]
+    y = (np.arange(h, dtype=np.float32) - np.float32(cy))[None, :, None]
+    sx = cos * x - sin * y + np.float32(cx + mx)
+    sy = sin * x + cos * y + np.float32(cy + my)
+    x0, y0 = np.floor(sx), np.floor(sy)
+    sx -= x0  # the fractional parts: interpolation weights
+    sy -= y0
+    first = np.arange(n, dtype=np.int64).reshape(n, 1, 1) * ((h + 2 * my) * row)
+    index = first + y0.astype(np.int64) * row + x0.astype(np.int64)
+    out = np.empty_like(images)
+    for channel in range(c):
+        flat = np.ascontiguousarray(padded[..., channel]).reshape(-1)
+        top = flat.take(index)
+        top += (flat.take(index + 1) - top) * sx
+        bottom = flat.take(index + row)
+        bottom += (flat.take(index + row + 1) - bottom) * sx
+        top += (bottom - top) * sy
+        out[..., channel] = top
+    return out
+
+
+def augment_batch(images: np.ndarray, seed: int, step: int, augment: tuple[str, ...]) -> np.ndarray:
+    """Randomly transform a float32 batch ``(N, H, W, C)``; the same ``(seed, step)`` gives the same result.
 
     Parameters
     ----------
-    images : tf.Tensor
-    seed : tf.Tensor, shape (2,)
-        Seed of the stateless random draws.
+    images : numpy.ndarray
+        The batch (not modified).
+    seed : int
+        Seed of the run.
+    step : int
+        The batch's place in training (>= 0).
     augment : tuple of str
         Names from :data:`AUGMENTATIONS`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The transformed batch, float32 (``images`` itself without ``augment``).
     """
-    tf = _tf()
-    n = tf.shape(images)[0]
+    if not augment:
+        return images
+    rng = np.random.default_rng([int(seed), int(step)])
+    n = images.shape[0]
+    bits = rng.integers(0, 2, size=(3, n)).astype(bool)
+    angles = rng.uniform(0.0, 2 * math.pi, size=n)
+    out = np.asarray(images, np.float32)
     if "flips" in augment:
-        bits = tf.random.stateless_uniform((3, n), seed, minval=0, maxval=2, dtype=tf.int32) > 0
-        images = _dihedral(images, bits[0], bits[1], bits[2])
+        out = _dihedral(out, bits[0], bits[1], bits[2])
     if "rotate" in augment:
-        angles = tf.random.stateless_uniform((n,), seed + tf.constant([0, 1 << 40], tf.int64), 0.0, 2 * math.pi)
-        images = _rotate(images, angles)
-    return images
+        out = rotate(out, angles)
+    return out
 
 
 def dihedral_variants(image: np.ndarray) -> np.ndarray:
     """The 8 right-angle rotations / flips ``(8, H, W, C)`` of one square image ``(H, W, C)``."""
-    tf = _tf()
     bits = np.array([[(k >> b) & 1 for b in range(3)] for k in range(8)], bool)
-    batch = tf.repeat(tf.convert_to_tensor(np.asarray(image, np.float32)[None]), 8, axis=0)
-    return _dihedral(batch, bits[:, 0], bits[:, 1], bits[:, 2]).numpy()
+    batch = np.repeat(np.asarray(image, np.float32)[None], 8, axis=0)
+    return _dihedral(batch, bits[:, 0], bits[:, 1], bits[:, 2])

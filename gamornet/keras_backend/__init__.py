@@ -6,9 +6,15 @@
   :data:`gamornet.core.network.LAYERS`, weights read from any saved form;
 - :mod:`~gamornet.keras_backend.forward`: :func:`load_forward`, the
   prediction entry point;
-- :mod:`~gamornet.keras_backend.training`: the training engine.
+- :mod:`~gamornet.keras_backend.training`: the training engine;
+- :mod:`~gamornet.keras_backend.backends`: what differs between the Keras
+  backends (TensorFlow, JAX, PyTorch).
 """
 
-from gamornet.keras_backend.forward import KerasForward, load_forward
+from gamornet.keras_backend.backends import keep_tensorflow_out
+
+keep_tensorflow_out()
+
+from gamornet.keras_backend.forward import KerasForward, load_forward  # noqa: E402
 
 __all__ = ["KerasForward", "load_forward"]

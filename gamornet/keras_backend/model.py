@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import zipfile
 
 import keras
@@ -37,10 +38,28 @@ __all__ = [
     "weighted_layers",
     "clear_model_cache",
     "CUSTOM_OBJECTS",
+    "dropout_seed",
+    "check_checkpoint_backend",
 ]
 
 #: Classes to pass to ``keras.models.load_model`` for GaMorNet files.
 CUSTOM_OBJECTS = {"LocalResponseNormalization": LocalResponseNormalization, "PixelScaling": PixelScaling}
+
+
+def dropout_seed(seed: int | None, layer_number: int) -> int:
+    """The seed of a dropout layer's random generator: 31 bits drawn from ``(seed, layer_number)``.
+
+    Keras on PyTorch seeds its generator with ``seed + counter`` (the counter
+    advancing once per call), so generators seeded ``s`` and ``s + 2`` would
+    repeat each other's masks two steps apart; seeds drawn from a
+    :class:`numpy.random.SeedSequence` lie far apart.  ``seed=None`` draws a
+    fresh seed: every dropout layer gets a seed, so its random state lives in
+    its generator on every backend (an unseeded dropout on PyTorch draws from
+    the global torch generator, which a resumed run cannot restore).
+    """
+    if seed is None:
+        return secrets.randbelow(2**31)
+    return int(np.random.SeedSequence([int(seed), int(layer_number)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def build_keras_model(input_shape, lrn: str = "keras", preprocessing: dict | None = None, seed=None) -> keras.Model:
@@ -57,7 +76,8 @@ def build_keras_model(input_shape, lrn: str = "keras", preprocessing: dict | Non
         Configuration of a :class:`gamornet.keras_backend.layers.PixelScaling` layer
         put in front of the network (stored with the model).
     seed : int, optional
-        Seed of the weight initialisers.
+        Seed of the weight initialisers and of the dropout layers'
+        generators (:func:`dropout_seed`; without it they are drawn at random).
 
     Returns
     -------
@@ -95,7 +115,7 @@ def build_keras_model(input_shape, lrn: str = "keras", preprocessing: dict | Non
                 name=spec.name,
             )
         elif spec.kind == "dropout":
-            layer = keras.layers.Dropout(spec.rate, seed=layer_seed, name=spec.name)
+            layer = keras.layers.Dropout(spec.rate, seed=dropout_seed(seed, i), name=spec.name)
         else:  # pragma: no cover - guarded by the network description
             raise AssertionError(spec.kind)
         x = layer(x)
@@ -207,6 +227,7 @@ def read_weights(path: str, lrn: str | None = None) -> ModelWeights:
     path = os.fspath(path)
     kind = model_kind(path)
     if kind == "checkpoint":
+        check_checkpoint_backend(path)
         weights = read_checkpoint(path)
     elif os.path.isdir(path):
         check_keras_archive(path)  # raises: a directory
@@ -226,6 +247,29 @@ def read_weights(path: str, lrn: str | None = None) -> ModelWeights:
     if lrn is not None:
         weights.lrn = lrn
     return weights
+
+
+def check_checkpoint_backend(path, name: str = "model_load_path") -> None:
+    """Refuse a TFLearn checkpoint unless Keras runs on TensorFlow.
+
+    Reading a checkpoint needs TensorFlow.  On the JAX and PyTorch backends
+    GaMorNet never imports TensorFlow, even where it is installed: it would
+    add its own memory pools (on a GPU it reserves most of the memory the
+    other framework works in) and its own threads to the process.
+
+    Raises
+    ------
+    RuntimeError
+        On another Keras backend, naming ``gamornet convert``.
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"`{name}` is a TFLearn checkpoint, and reading one needs TensorFlow, which GaMorNet does not import "
+            f"while Keras runs on the {backend!r} backend. Convert it once with TensorFlow "
+            "(KERAS_BACKEND=tensorflow): `gamornet convert PREFIX model.keras`; the .keras file loads on every "
+            f"Keras backend. Received: {name}={os.fspath(path)!r}"
+        )
 
 
 def apply_weights(model: keras.Model, weights: ModelWeights, layers_bools=None, input_shape=None) -> None:

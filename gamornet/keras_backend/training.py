@@ -53,6 +53,7 @@ import numpy as np
 from gamornet.core.files import atomic_path, output_lock, remove_temporaries, resolve_save_dir
 from gamornet.core.validation import check_flag, check_optimizer_args, check_positive_int
 from gamornet.data import Source, check_augment
+from gamornet.keras_backend.backends import backend_name, has_gpu
 from gamornet.keras_backend.model import CUSTOM_OBJECTS, check_keras_archive
 
 __all__ = [
@@ -139,9 +140,7 @@ class FitOptions:
 
 
 def _has_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
+    return has_gpu()
 
 
 def check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss, save_model, verbose,
@@ -296,6 +295,35 @@ class _PeriodicCheckpoint(keras.callbacks.Callback):
             _save_model(self.model, os.path.join(self.directory, CHECKPOINT_FILE.format(epoch=epoch + 1)))
 
 
+class _ValidationBatches(keras.utils.PyDataset):
+    """A source's validation batches (:class:`gamornet.data.Batches`) as a Keras ``PyDataset``."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+def _feeds(train: Source, val: Source | None, opts: FitOptions, initial_epoch: int, seed: int):
+    """``(training data, steps per epoch, validation data)`` for ``model.fit`` on this Keras backend.
+
+    TensorFlow takes the sources' ``tf.data`` pipelines (the fastest measured
+    there); the other backends take the same batches as numpy: a generator
+    read ahead in a thread, and a ``PyDataset`` for validation.
+    """
+    if backend_name() == "tensorflow":
+        train_ds, steps = train.training_dataset(opts.batch_size, initial_epoch, seed, opts.augment,
+                                                 opts.steps_per_epoch)
+        return train_ds, steps, (val.validation_dataset(opts.batch_size) if val is not None else None)
+    train_ds, steps = train.training_batches(opts.batch_size, initial_epoch, seed, opts.augment, opts.steps_per_epoch)
+    return train_ds, steps, (_ValidationBatches(val.validation_batches(opts.batch_size)) if val is not None else None)
+
+
 class _EpochFeed(keras.callbacks.Callback):
     """Set a data source's epoch variable as each epoch begins (before its batches are read)."""
 
@@ -312,8 +340,7 @@ class _LearningRateLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            rate = self.model.optimizer.learning_rate
-            logs["learning_rate"] = float(rate.numpy() if hasattr(rate, "numpy") else rate)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
 class _Plateau(keras.callbacks.ReduceLROnPlateau):
@@ -535,8 +562,7 @@ def _fit(build_model: Callable[[], keras.Model], train: Source, val: Source | No
         optimizer = make_optimizer(opts.lr, opts.momentum, opts.decay, opts.nesterov, opts.optimizer)
         model.compile(optimizer=optimizer, loss=opts.loss, metrics=["accuracy"])
     seed = int(state["seed"]) if state else (opts.seed if opts.seed is not None else secrets.randbelow(2**31))
-    train_ds, steps = train.training_dataset(opts.batch_size, completed, seed, opts.augment, opts.steps_per_epoch)
-    val_ds = val.validation_dataset(opts.batch_size) if val is not None else None
+    train_ds, steps, val_ds = _feeds(train, val, opts, completed, seed)
     monitor = "val_loss" if val is not None else "loss"
     saved = epoch_state.get("callbacks", {})
     stateful: dict = {}
@@ -567,8 +593,13 @@ def _fit(build_model: Callable[[], keras.Model], train: Source, val: Source | No
                 state["cli"] = _RECORDED.get()
             _write_json(os.path.join(save_dir, STATE_FILE), state)
             callbacks.append(_RunStateWriter(save_dir, state, stateful))
-    model.fit(train_ds, epochs=opts.epochs, initial_epoch=completed, steps_per_epoch=steps, validation_data=val_ds,
-              callbacks=callbacks + opts.callbacks, verbose=opts.verbose, shuffle=False)
+    try:
+        model.fit(train_ds, epochs=opts.epochs, initial_epoch=completed, steps_per_epoch=steps, validation_data=val_ds,
+                  callbacks=callbacks + opts.callbacks, verbose=opts.verbose, shuffle=False)
+    finally:
+        close = getattr(train_ds, "close", None)
+        if close is not None:  # a generator: stop its reading thread
+            close()
     if opts.save_model and save_dir is not None:
         _save_model(model, os.path.join(save_dir, FINAL_MODEL_FILE))
     if opts.resume:

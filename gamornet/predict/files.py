@@ -310,7 +310,7 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     engine : {"auto", "keras", "openvino", "tflearn"}
         What computes the probabilities (see :mod:`gamornet.engines`):
         ``"auto"`` is OpenVINO when the ``openvino`` package is installed
-        (float32 agrees with Keras to about 2e-6; the model is converted
+        and no NVIDIA GPU is visible (float32 agrees with Keras to about 2e-6; the model is converted
         once and stored in the cache), else Keras (TFLearn for
         ``flavor="tflearn"``); Keras whenever ``mc_samples`` or a strategy
         object is given.  ``"tflearn"`` only for ``flavor="tflearn"``; a

@@ -70,3 +70,18 @@ def test_this_machine_agrees_with_proc_cpuinfo():
     flags = set(line.partition(":")[2].split())
     assert hardware.cpu_flags() == flags
     assert hardware.native_bfloat16() == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def test_nvidia_gpu_visible_reads_the_driver_folder_and_cuda_visible_devices(tmp_path, monkeypatch):
+    gpus = tmp_path / "gpus"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert not hardware.nvidia_gpu_visible(str(gpus))  # no driver folder: no GPU
+    gpus.mkdir()
+    assert not hardware.nvidia_gpu_visible(str(gpus))  # the driver lists none
+    (gpus / "0000:01:00.0").mkdir()
+    assert hardware.nvidia_gpu_visible(str(gpus))
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not hardware.nvidia_gpu_visible(str(gpus))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert hardware.nvidia_gpu_visible(str(gpus))

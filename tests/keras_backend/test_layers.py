@@ -31,6 +31,7 @@ def activations():
     return (np.random.default_rng(1).random((2, 7, 9, 24)) * 40).astype(np.float32)
 
 
+@pytest.mark.backends
 def test_keras_flavour_is_spatial_mean_summed_over_all_channels(activations):
     out = np.asarray(LocalResponseNormalization("keras")(activations))
     np.testing.assert_allclose(out, _brute_force_keras_lrn(activations), rtol=2e-6, atol=1e-6)
@@ -54,6 +55,7 @@ def test_flavours_differ(activations):
     assert np.abs(a - b).max() > 1e-3
 
 
+@pytest.mark.backends
 def test_config_round_trip_and_old_config_without_flavour():
     layer = LocalResponseNormalization("tflearn", name="lrn_x")
     clone = LocalResponseNormalization.from_config(layer.get_config())

@@ -66,6 +66,7 @@ def bad_model_files(tmp_path_factory, trained_keras_model):
 KINDS = ["empty", "garbage", "truncated", "no model", "directory"]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("kind", KINDS)
 def test_unreadable_model_files_are_named_and_explained(kind, bad_model_files, small_data, tmp_path):
     path, pattern = bad_model_files[kind]

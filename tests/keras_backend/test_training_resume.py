@@ -181,6 +181,7 @@ def test_dataset_augmentation_depends_on_the_epoch_not_on_the_iteration_count():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.backends
 def test_random_generator_states_travel_with_the_checkpoint(tmp_path):
     x, y = blob_data(16, seed=15)
     run = tmp_path / "run"

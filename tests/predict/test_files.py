@@ -71,6 +71,7 @@ def _assert_same_table(a: Table, b: Table) -> None:
 # ---------------------------------------------------------------- input kinds
 
 
+@pytest.mark.backends
 def test_array_input_equals_predict_keras(images, expected, model_path):
     table = predict_files(images, model_path, **OPTS)
     assert table["id"].tolist() == list(range(len(images)))
@@ -283,6 +284,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.backends
 def test_interrupted_run_resumes_to_identical_table(images, model_path, tmp_path):
     np.save(tmp_path / "stack.npy", images)
     opts = dict(OPTS, batch_size=2, chunk_size=3, mc_samples=2)
@@ -383,6 +385,7 @@ def test_shards_cover_everything_once_and_merge(images, model_path, tmp_path):
 # ---------------------------------------------------------------- MC dropout
 
 
+@pytest.mark.backends
 def test_mc_samples_add_mean_and_std(images, expected, model_path):
     table = predict_files(images, model_path, mc_samples=4, batch_size=3, **OPTS)
     for c in CLASS_NAMES:

@@ -1,0 +1,61 @@
+"""What differs between Keras backends, in one place: which one runs, its GPUs, TensorFlow kept out.
+
+GaMorNet's Keras code runs on every Keras 3 backend (TensorFlow, JAX,
+PyTorch); the backend is chosen as Keras documents it, by ``KERAS_BACKEND``
+(or ``~/.keras/keras.json``) before Keras is first imported, and is fixed for
+the process.  On JAX and PyTorch, GaMorNet never imports TensorFlow, even
+where it is installed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import keras
+
+__all__ = ["backend_name", "has_gpu", "keep_tensorflow_out"]
+
+
+def backend_name() -> str:
+    """The Keras backend of this process: ``"tensorflow"``, ``"jax"`` or ``"torch"``."""
+    return keras.backend.backend()
+
+
+def has_gpu() -> bool:
+    """Whether the backend's framework sees a GPU (asked of that framework only)."""
+    backend = backend_name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
+
+
+def keep_tensorflow_out() -> None:
+    """On a backend other than TensorFlow, stop Keras from importing TensorFlow for type checks.
+
+    Keras' saving code asks ``isinstance(obj, tf.TensorShape)`` (and other
+    TensorFlow types) of every object it serialises, importing TensorFlow to
+    do so whenever it is installed: 3 s and hundreds of MB, and on a GPU its
+    own memory pool beside the backend's.  While TensorFlow has not been
+    imported, no object in the process can be of a TensorFlow type, so Keras
+    is told that TensorFlow is unavailable.  Where TensorFlow is already
+    imported, or Keras runs on it, nothing changes.
+    """
+    if backend_name() == "tensorflow" or "tensorflow" in sys.modules:
+        return
+    try:
+        from keras.src.utils import module_utils
+    except ImportError:  # another Keras layout: nothing to adjust
+        return
+    lazy = getattr(module_utils, "tensorflow", None)
+    if lazy is not None and getattr(lazy, "module", None) is None and hasattr(lazy, "_available"):
+        lazy._available = False
