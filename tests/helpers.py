@@ -66,6 +66,15 @@ def _keras2_lrn_classes(tf, tf_keras):
     return {"keras": SpatialLRN, "tflearn": DepthLRN}
 
 
+def saved_keras_model(directory, shape=SMALL_SHAPE, seed: int = 0) -> str:
+    """A randomly initialised GaMorNet saved as ``directory/tiny.keras``; returns its path."""
+    from gamornet.keras_backend.model import build_keras_model
+
+    path = Path(directory) / "tiny.keras"
+    build_keras_model(shape, seed=seed).save(path)
+    return str(path)
+
+
 def keras2_model(lrn: str, shape=SMALL_SHAPE):
     """GaMorNet as a Keras 2 (tf-keras) Sequential model with default layer names and random weights.
 

@@ -43,7 +43,7 @@ from gamornet.predict import predict_files, read_table  # noqa: E402
 from gamornet.predict.chunks import ChunkStore, StaleChunkError, write_chunk  # noqa: E402
 from gamornet.predict.tables import CHUNKS_SUFFIX  # noqa: E402
 
-from helpers import ORDER_ATOL, REPO  # noqa: E402
+from helpers import ORDER_ATOL, REPO, saved_keras_model  # noqa: E402
 
 SHAPE = (32, 32, 1)
 N_IMAGES = 192
@@ -86,11 +86,7 @@ def _chunk_files(directory: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
-    from gamornet.keras_backend.model import build_keras_model
-
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_keras_model(SHAPE, seed=3).save(path)
-    return str(path)
+    return saved_keras_model(tmp_path_factory.mktemp("model"), SHAPE, seed=3)
 
 
 @pytest.fixture(scope="module")

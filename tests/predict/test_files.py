@@ -21,7 +21,7 @@ from gamornet.predict import inputs as listing
 from gamornet.predict import predict_files
 from gamornet.predict.tables import CHUNKS_SUFFIX, merge_tables, read_table
 
-from helpers import ORDER_ATOL, REPO
+from helpers import ORDER_ATOL, REPO, saved_keras_model
 
 SHAPE = (32, 32, 1)
 OPTS = {"input_shape": SHAPE, "progress": False}
@@ -29,11 +29,7 @@ OPTS = {"input_shape": SHAPE, "progress": False}
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
-    from gamornet.keras_backend.model import build_keras_model
-
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_keras_model(SHAPE, seed=3).save(path)
-    return str(path)
+    return saved_keras_model(tmp_path_factory.mktemp("model"), SHAPE, seed=3)
 
 
 @pytest.fixture(scope="module")

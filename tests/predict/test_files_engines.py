@@ -16,7 +16,7 @@ from gamornet.core.network import CLASS_NAMES
 from gamornet.predict import predict_files
 from gamornet.predict.tables import merge_tables, read_table
 
-from helpers import ORDER_ATOL, REPO
+from helpers import ORDER_ATOL, REPO, saved_keras_model
 
 SHAPE = (32, 32, 1)
 OPTS = {"input_shape": SHAPE, "progress": False}
@@ -25,11 +25,7 @@ needs_openvino = pytest.mark.skipif(not engines.openvino_available(), reason="op
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
-    from gamornet.keras_backend.model import build_keras_model
-
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    build_keras_model(SHAPE, seed=5).save(path)
-    return str(path)
+    return saved_keras_model(tmp_path_factory.mktemp("model"), SHAPE, seed=5)
 
 
 @pytest.fixture(scope="module")
