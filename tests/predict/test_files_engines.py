@@ -138,7 +138,8 @@ def test_second_openvino_run_does_not_import_tensorflow(images, model_path, tmp_
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout.strip().splitlines()[-1]
 
-    assert run() == "EXIT 0 LOADED keras,tensorflow"  # the first run converts the Keras model
+    first = run()  # the first run converts the Keras model (Keras may bring JAX along where it is installed)
+    assert first.startswith("EXIT 0 LOADED ") and {"keras", "tensorflow"} <= set(first.split()[-1].split(",")), first
     assert run() == "EXIT 0 LOADED -"  # later runs load the stored conversion
     reference = predict_files(images, model_path, engine="keras", **OPTS)
     np.testing.assert_allclose(_probs(read_table(tmp_path / "t.ecsv")), _probs(reference), rtol=0, atol=ORDER_ATOL)
