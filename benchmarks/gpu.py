@@ -6,8 +6,8 @@ Wheels for a GPU machine that has PyTorch and JAX but no TensorFlow (Python 3.12
 
 Install and run there (no internet needed; nothing touches the preinstalled torch / jax / numpy)::
 
-    pip install --no-index --no-deps --target /tmp/site .whl/*.whl && \\
-    PYTHONPATH=/tmp/site:. python benchmarks/gpu.py --device gpu --out gpu.json
+    pip install --no-index --no-deps --target .site .whl/*.whl && \\
+    PYTHONPATH=.site:. python benchmarks/gpu.py --device gpu --out gpu.json
 
 On CPU (CI's quick form; ``--backends tensorflow,jax,torch`` adds TensorFlow where it is installed)::
 

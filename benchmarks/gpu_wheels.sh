@@ -4,7 +4,7 @@
 # manylinux x86_64): gamornet itself, Keras 3 and the packages Keras and GaMorNet import.
 # Needs setuptools and wheel in $PYTHON (default: .venv/bin/python where it exists, else python3).
 # Install them there, without the network and without touching the installed frameworks:
-#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+#   pip install --no-index --no-deps --target .site .whl/*.whl && export PYTHONPATH=.site
 set -eu
 DIR=${1:-.whl}
 PYTHON_SET=${PYTHON:-}
