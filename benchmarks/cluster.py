@@ -79,12 +79,14 @@ def task_round_trip(client, repeats: int = 50) -> float:
 
 def task_bytes_per_image(inputs: str, shape: tuple) -> float:
     """Pickled size of a chunk task (file names, layout, positions) per image, as sent for every chunk."""
-    from gamornet.predict.distributed import _chunk_task
+    from gamornet.predict.distributed import chunk_task
     from gamornet.predict.images import scan_images
     from gamornet.predict.inputs import list_images
+    from gamornet.predict.passes import ChunkPlan
 
     good, _ = scan_images(list_images(inputs)[0], shape)
-    return len(pickle.dumps(_chunk_task(0, good, range(len(good)), len(good), {}))) / len(good)
+    plan = ChunkPlan(good, range(len(good)), [0], 1, len(good))
+    return len(pickle.dumps(chunk_task(0, plan, {}))) / len(good)
 
 
 def _cluster(n_workers: int):

@@ -5,7 +5,10 @@ The API pages come from the docstrings (autodoc + napoleon, numpy style), the
 command-line reference from :func:`gamornet.cli.build_parser` and the
 tutorials from the notebooks in ``tutorials/``, which the build executes (small
 sizes by default, a few minutes; see ``docs/_ext/gamornet_docs.py``) so that
-their pages show the figures.
+their pages show the figures.  The figure of the package's layers on the
+architecture page is drawn from ``pyproject.toml`` at build time
+(``docs/_ext/gamornet_layers.py``); ``GAMORNET_DOCS_EXECUTE=0`` skips the
+notebooks for a quick build.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx.ext.mathjax",
     "gamornet_docs",
+    "gamornet_layers",
 ]
 
 root_doc = "index"

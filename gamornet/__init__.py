@@ -10,8 +10,8 @@ description of the network (:mod:`gamornet.core.network`):
 Importing :mod:`gamornet` is cheap: TensorFlow is imported only when a
 backend function is called.  It sets ``TF_CPU_ALLOCATOR_USE_BFC=true``
 unless that variable is already set: TensorFlow then pools CPU memory
-instead of asking the system for every large tensor (Keras training about
-10% faster on CPU, see the performance page).  TensorFlow reads it when it
+instead of asking the system for every large tensor (Keras training is
+faster on CPU: figures on the performance page).  TensorFlow reads it when it
 runs its first operation; set it to ``false`` before importing
 :mod:`gamornet` to keep the default allocator.
 """

@@ -27,8 +27,10 @@ import os
 import re
 import warnings
 
+import numpy as np
+
 from gamornet.core.files import atomic_path, make_output_dir
-from gamornet.core.network import WEIGHTED_LAYERS
+from gamornet.core.network import WEIGHTED_LAYERS, widths_of
 from gamornet.core.validation import check_input_shape
 from gamornet.published.models import is_published_model, repair_model, resolve_model_path
 from gamornet.weights import ModelWeights, infer_input_shape
@@ -177,7 +179,8 @@ def convert(src, dst, input_shape=None, *, progress: bool = True) -> str:
     from gamornet.keras_backend.model import apply_weights, build_keras_model
 
     arrays, lrn, pre, shape, _ = _weights_of(weights, shape)
-    model = build_keras_model(shape, lrn=lrn, preprocessing=pre)
+    widths = widths_of((np.shape(kernel), np.shape(bias)) for kernel, bias in arrays)
+    model = build_keras_model(shape, lrn=lrn, preprocessing=pre, widths=widths)
     apply_weights(model, weights, input_shape=shape)
     make_output_dir(os.path.dirname(os.path.abspath(dst)))
     suffix = os.path.splitext(dst)[1]

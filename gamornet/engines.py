@@ -9,8 +9,7 @@ Engines
     ``mixed_bfloat16`` policy with the same weights.  The only engine with
     Monte-Carlo dropout and ``tf.distribute`` strategies.
 ``"openvino"``
-    The model converted for OpenVINO (``pip install "gamornet[openvino]"``),
-    on the CPU: the conversion (``openvino.convert_model`` of the Keras
+    The model converted for OpenVINO (a dependency of gamornet), on the CPU: the conversion (``openvino.convert_model`` of the Keras
     model on the TensorFlow backend) runs once per model file, input shape,
     LRN flavour and versions of gamornet / Keras / OpenVINO, and is stored in
     ``<cache>/openvino`` (:mod:`gamornet.openvino_backend.store`); later
@@ -29,49 +28,18 @@ Precisions
 ----------
 ``"float32"`` (default) reproduces published predictions.  ``"bfloat16"``
 computes convolutions and matrix products in bfloat16 (probabilities move
-by up to about 1e-2, labels rarely): about twice as fast with OpenVINO on
-CPUs with native bfloat16 (``avx512_bf16``, ``amx_bf16``); elsewhere
-OpenVINO computes in float32 anyway and Keras emulates bfloat16, several
-times slower.  Both cases warn.  The precision a forward pass really uses
-is its ``precision`` attribute and goes into the tables of
+by up to about 1e-2, labels rarely).  It pays only on CPUs with native
+bfloat16 (``avx512_bf16``, ``amx_bf16``); elsewhere OpenVINO computes in
+float32 anyway and Keras emulates bfloat16, which is slower than float32.
+Both cases warn.  The precision a forward pass really uses is its
+``precision`` attribute and goes into the tables of
 :func:`gamornet.predict_files`.
 
 What each choice costs
 ----------------------
-Speeds are ratios to ``engine="keras"`` in float32 on TensorFlow, from
-``python -m benchmarks.engines`` (alternating rounds, batch 64; see the
-performance page for the machines, the load and every figure); agreement
-is against that path on simulated galaxies.
-
-.. list-table::
-   :header-rows: 1
-   :widths: 22 26 30 22
-
-   * - engine, precision
-     - speed
-     - agreement with Keras float32
-     - install
-   * - ``keras``, float32
-     - 1.0; start-up about 5.7 s to the first batch (importing TensorFlow)
-     - the reference (published predictions reproduce)
-     - TensorFlow (about 1.3 GB)
-   * - ``openvino``, float32 (the default when installed)
-     - 1.03-1.09 (AVX-512 CPU); about 1.0 on AVX2 CPUs; start-up about
-       0.7 s and a third of the memory, once the conversion is stored
-       (the conversion itself takes 2-4 s, once per model file)
-     - within float32 rounding: at most 5e-6, no label changes
-     - ``pip install "gamornet[openvino]"``: a 59 MB wheel, 180 MB installed
-       (plus openvino-telemetry, 0.2 MB)
-   * - ``openvino``, bfloat16
-     - about 2.0-2.1 on CPUs with ``avx512_bf16`` / ``amx_bf16``; elsewhere
-       float32 speed (it warns and computes in float32)
-     - up to about 5e-3 (at most 1e-2), at most 0.1-0.5% of labels change
-     - as above
-   * - ``keras``, bfloat16
-     - about 1.6-1.8 on CPUs with native bfloat16; several times slower
-       elsewhere (emulated; it warns)
-     - up to about 7e-3, at most 0.3-0.5% of labels change
-     - TensorFlow
+The speed, start-up time and memory of each engine and precision, and how
+closely each agrees with Keras in float32, are measured on the
+performance page of the documentation (``python -m benchmarks.engines``).
 
 Monte-Carlo dropout (``mc_samples``) and ``tf.distribute`` strategies need
 the Keras engine; so does a GPU (OpenVINO runs here on the CPU).  int8
@@ -175,6 +143,10 @@ def choose_engine(engine: str = "auto", precision: str = "float32", *, flavor: s
     EngineUnavailableError
         For ``engine="openvino"`` without the ``openvino`` package.
     """
+    if isinstance(engine, str) and engine == "tflearn" and flavor != "tflearn":
+        raise ValueError(f"engine='tflearn' runs TFLearn checkpoints only: it needs flavor='tflearn' (--flavor "
+                         f"tflearn on the command line); for a Keras model choose engine 'auto', 'keras' or "
+                         f"'openvino'. Received: engine='tflearn', flavor={flavor!r}")
     engine, precision = check_engine(engine, precision, flavor)
     if engine == "auto":
         if mc_samples or _explicit_strategy(strategy):
@@ -191,8 +163,8 @@ def choose_engine(engine: str = "auto", precision: str = "float32", *, flavor: s
             raise ValueError(f"A tf.distribute strategy needs engine='keras' (or 'auto'); OpenVINO runs on the CPU. "
                              f"Received: engine='openvino', strategy={strategy!r}")
         if not openvino_available():
-            raise EngineUnavailableError("engine='openvino' needs the openvino package: pip install "
-                                         "\"gamornet[openvino]\" (or use engine='keras' / 'auto'). "
+            raise EngineUnavailableError("engine='openvino' needs the openvino package (a dependency of "
+                                         "gamornet: pip install openvino), or use engine='keras' / 'auto'. "
                                          "Received: engine='openvino'")
     computed = precision
     if precision == "bfloat16" and engine == "openvino":
@@ -285,7 +257,7 @@ def _keras_bfloat16_forward(path: str, shape: tuple, lrn, strategy, reuse: bool)
     """A KerasForward of the model built under ``mixed_bfloat16`` with the weights of the float32 model."""
     from gamornet.keras_backend.forward import KerasForward, choose_strategy
     from gamornet.keras_backend.layers import pixel_scaling_config
-    from gamornet.keras_backend.model import build_keras_model, load_keras_model, model_lrn_flavor
+    from gamornet.keras_backend.model import build_keras_model, load_keras_model, model_lrn_flavor, model_widths
     from gamornet.keras_backend.training import mixed_precision_policy
 
     strategy = choose_strategy(strategy)
@@ -294,7 +266,8 @@ def _keras_bfloat16_forward(path: str, shape: tuple, lrn, strategy, reuse: bool)
     if model is None:
         base = load_keras_model(path, shape, lrn=lrn, reuse=reuse)
         with strategy.scope() if strategy is not None else nullcontext(), mixed_precision_policy("bfloat16"):
-            model = build_keras_model(shape, lrn=model_lrn_flavor(base), preprocessing=pixel_scaling_config(base))
+            model = build_keras_model(shape, lrn=model_lrn_flavor(base), preprocessing=pixel_scaling_config(base),
+                                      widths=model_widths(base))
             model.set_weights(base.get_weights())
         if reuse and strategy is None:
             _BFLOAT16_MODELS.put(key, model)
@@ -363,8 +336,34 @@ def _saver(path: str, shape: tuple, lrn: str | None):
     from gamornet.keras_backend.model import load_keras_model
     from gamornet.openvino_backend.runtime import import_openvino
 
-    converted = convert_keras_model(load_keras_model(path, shape, lrn=lrn))
+    converted = convert_keras_model(_float32_model(load_keras_model(path, shape, lrn=lrn)))
     return lambda xml: import_openvino().save_model(converted, xml, compress_to_fp16=False)
+
+
+def _float32_model(model):
+    """``model`` itself if it computes in float32, else the same network built in float32 with its weights.
+
+    A model trained with ``mixed_precision`` keeps its ``mixed_*`` dtype
+    policies when saved; its casts are not something OpenVINO's converter
+    takes, and the stored conversion is float32 whatever precision it later
+    runs in (the precision is OpenVINO's, at compile time).
+    """
+    import keras
+
+    from gamornet.keras_backend.layers import pixel_scaling_config
+    from gamornet.keras_backend.model import build_keras_model, model_lrn_flavor, model_widths
+
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        rebuilt = build_keras_model(model.input_shape[1:], lrn=model_lrn_flavor(model),
+                                    preprocessing=pixel_scaling_config(model), widths=model_widths(model))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 def _convert_in_child(path: str, shape: tuple, lrn: str | None, xml: str) -> None:
@@ -385,6 +384,11 @@ def _convert_in_child(path: str, shape: tuple, lrn: str | None, xml: str) -> Non
 def converted_model(path, input_shape, lrn: str | None = None, progress: bool = True, source: str | None = None):
     """The ``model.xml`` of the stored conversion of a model file, converting it first if needed.
 
+    A stored conversion whose files no longer match the checksums recorded
+    when they were written is converted again, with a warning.  Converting
+    holds the store's lock; afterwards the store is tidied and pruned (see
+    :mod:`gamornet.openvino_backend.store`).
+
     Returns
     -------
     pathlib.Path or openvino.Model
@@ -400,14 +404,14 @@ def converted_model(path, input_shape, lrn: str | None = None, progress: bool = 
     if found is not None:
         return found
     try:
-        lock = store.conversion_lock(root, description)
+        lock = store.conversion_lock(root)
         lock.acquire()
     except OSError as exc:
         warnings.warn(f"Cannot store models converted for OpenVINO in {root} ({exc}); converting {source or path} "
                       "in memory, again in every run. Set GAMORNET_HOME to a writable directory.", stacklevel=3)
         return _in_memory(path, shape, lrn)
     try:
-        found = store.find_entry(root, description)
+        found = store.find_entry(root, description, warn=False)  # stored by another process meanwhile?
         if found is None:
             if progress:
                 print(f"Converting {source or path} for OpenVINO (once; stored in {root})", file=sys.stderr,

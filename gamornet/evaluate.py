@@ -29,6 +29,7 @@ import numpy as np
 
 from gamornet.core.files import atomic_path, make_output_dir
 from gamornet.core.network import CLASS_NAMES
+from gamornet.core.tables import read_table
 from gamornet.core.thresholds import POLICIES, ThresholdPolicy, check_probabilities, classify_probabilities, get_policy
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
     "plot_threshold_sweep",
     "evaluate_tables",
     "table_policy",
-    "read_table",
     "write_report",
 ]
 
@@ -274,25 +274,6 @@ def plot_threshold_sweep(sweep, path: str | os.PathLike, title: str | None = Non
 # --------------------------------------------------------------------------- command line
 
 
-def read_table(path: str, argument: str):
-    from astropy.table import Table
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{argument} file not found. Received: {argument}={path!r}")
-    lower = path.lower()
-    fmt = None
-    if lower.endswith(".ecsv"):
-        fmt = "ascii.ecsv"
-    elif lower.endswith(".csv"):
-        fmt = "ascii.csv"
-    elif lower.endswith((".fits", ".fit", ".fts", ".fits.gz")):
-        fmt = "fits"
-    try:
-        return Table.read(path, format=fmt) if fmt else Table.read(path, format="ascii")
-    except Exception as exc:  # astropy raises many kinds
-        raise ValueError(f"{argument} could not be read as a table ({exc}). Received: {argument}={path!r}") from None
-
-
 def _true_labels_of(catalog) -> np.ndarray:
     if "label" in catalog.colnames:
         return as_class_labels(np.asarray(catalog["label"]).astype(str), "CATALOG label")
@@ -353,7 +334,7 @@ def evaluate_tables(predictions, catalog, policy: str | ThresholdPolicy | None =
     return probs, true
 
 
-#: Policy used for a table without ``policy`` metadata (e.g. a ``.csv`` table) when none is given.
+#: Policy used for a table without ``policy`` metadata (e.g. a ``.csv`` table without its sidecar) when none is given.
 DEFAULT_POLICY = "keras_sdss"
 
 
@@ -390,7 +371,10 @@ def write_report(predictions, catalog, output, policy: str | ThresholdPolicy | N
     Parameters
     ----------
     predictions, catalog : str or os.PathLike
-        Tables (see :func:`evaluate_tables`).
+        Tables (see :func:`evaluate_tables`) in any format
+        :func:`gamornet.core.tables.read_table` reads: those
+        :func:`gamornet.predict_files` writes (``.ecsv``, ``.csv`` with its
+        metadata sidecar, ``.fits``, ``.parquet``) and any other astropy reads.
     output : str or os.PathLike
         Report folder (created if missing).
     policy : str or ThresholdPolicy, optional

@@ -16,7 +16,14 @@ from gamornet import data, engines
 from gamornet.core.files import resolve_save_dir
 from gamornet.core.network import PREPROCESSING_KEYS, STRETCHES
 from gamornet.core.progress import format_predictions, predict_in_batches
-from gamornet.core.validation import check_bools, check_choice, check_flag, check_input_shape, check_predict_inputs
+from gamornet.core.validation import (
+    check_bools,
+    check_choice,
+    check_flag,
+    check_input_shape,
+    check_predict_inputs,
+    pixels_checked_first,
+)
 from gamornet.keras_backend import training
 from gamornet.keras_backend.layers import PixelScaling
 from gamornet.keras_backend.model import apply_weights, build_keras_model, read_weights, weighted_layers
@@ -77,13 +84,13 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     engine : {"auto", "keras", "openvino"}
         What computes the probabilities (:mod:`gamornet.engines`):
         ``"keras"`` the Keras model on the active backend; ``"openvino"``
-        the model converted for OpenVINO (``gamornet[openvino]``; converted
-        once per file and stored in the cache, float32 within about 2e-6 of
+        the model converted for OpenVINO (converted once per file and stored in the cache, float32 within about 2e-6 of
         Keras); ``"auto"`` OpenVINO when installed and no NVIDIA GPU is visible, else Keras.
     precision : {"float32", "bfloat16"}
         ``"bfloat16"`` (OpenVINO, or Keras' ``mixed_bfloat16`` policy) is
-        about twice as fast on CPUs with native bfloat16 and moves
-        probabilities by up to about 1e-2; elsewhere it warns.
+        faster on CPUs with native bfloat16 (figures on the performance
+        page) and moves probabilities by up to about 1e-2; elsewhere it
+        warns.
 
     Returns
     -------
@@ -94,13 +101,15 @@ def gamornet_predict_keras(img_array, model_load_path, input_shape, batch_size=6
     for name, flag in (("individual_arrays", individual_arrays), ("progress", progress),
                        ("reuse_model", reuse_model)):
         check_flag(flag, name)
-    shape, images, batch_size = check_predict_inputs(img_array, input_shape, batch_size)
-    check_choice(lrn, "lrn", ("keras", "tflearn"), allow_none=True)
-    choice = engines.choose_engine(engine, precision)
-    path = resolve_model_path(model_load_path, "keras", progress=progress)
-    forward = engines.load_forward(path, shape, choice, lrn=lrn, reuse=reuse_model, progress=progress,
-                                   source=os.fspath(model_load_path))
-    probabilities = predict_in_batches(forward, images, batch_size, progress, label=f"Predicting ({choice.label})")
+    shape, images, batch_size = check_predict_inputs(img_array, input_shape, batch_size, finite=False)
+    with pixels_checked_first(images, "img_array"):  # pixels are checked batch by batch, ahead of the model
+        check_choice(lrn, "lrn", ("keras", "tflearn"), allow_none=True)
+        choice = engines.choose_engine(engine, precision)
+        path = resolve_model_path(model_load_path, "keras", progress=progress)
+        forward = engines.load_forward(path, shape, choice, lrn=lrn, reuse=reuse_model, progress=progress,
+                                       source=os.fspath(model_load_path))
+    probabilities = predict_in_batches(forward, images, batch_size, progress, label=f"Predicting ({choice.label})",
+                                       check="img_array")
     return format_predictions(probabilities, individual_arrays)
 
 
@@ -169,7 +178,14 @@ _OPTIONS_DOC = """augment : {None, "flips", "rotate", "flips+rotate"}, keyword-o
         ``sgd`` (default): SGD with ``momentum`` / ``nesterov``, as GaMorNet
         was trained.  ``adam``: Adam with learning rate ``lr`` (``momentum``
         and ``nesterov`` unused), which learns from scratch in far fewer
-        epochs."""
+        epochs.
+    keep_optimizer : bool, keyword-only
+        Save the optimiser's state in ``trained_model.keras`` too (a file
+        about twice as large with SGD momentum, three times with Adam), to
+        continue training that file with ``model.fit``.  By default it holds
+        the weights only and loads uncompiled; it predicts and starts
+        transfer learning all the same, and resumable runs continue from
+        ``last.keras``, which always keeps the optimiser."""
 
 _FILES_DOC = """files_save_path : str
         Directory for ``metrics.csv`` (one row per epoch, written as each
@@ -224,7 +240,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
                          load_model=False, model_load_path="./", save_model=True, verbose=1, *,
                          preprocessing=None, augment=None, schedule=None, plateau_factor=0.1, plateau_patience=10,
                          early_stopping=None, resume=False, mixed_precision=None, steps_per_epoch=None, seed=None,
-                         callbacks=None, optimizer="sgd"):
+                         callbacks=None, optimizer="sgd", keep_optimizer=False):
     """Train GaMorNet (Keras) from scratch, or continue training a saved model.
 
     Parameters
@@ -252,7 +268,10 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     save_model : bool
         Save the final model (checkpoints are governed by ``checkpoint_freq``).
     verbose : {{0, 1, 2}}
-        Keras' progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+        Progress output: 0 silent; 1 a live bar of each epoch's images on a
+        terminal, then one line per epoch with images per second (in a file
+        or a pipe only those lines, without escape codes); 2 Keras' own line
+        per epoch.
     preprocessing : str or dict, optional, keyword-only
         Pixel scaling stored in the model, so the saved model takes raw
         pixels: a stretch name (``"linear"``, ``"asinh"``, ``"per_image"``)
@@ -271,7 +290,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     opts = training.check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss,
                                       save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
                                       early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
-                                      optimizer)
+                                      optimizer, keep_optimizer)
     pre = _check_preprocessing(preprocessing)
     _check_save_path(files_save_path)
     weights = None
@@ -282,7 +301,8 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
     def build() -> keras.Model:
         if weights is None:
             return build_keras_model(shape, preprocessing=pre, seed=opts.seed)
-        model = build_keras_model(shape, lrn=weights.lrn, preprocessing=pre or weights.preprocessing, seed=opts.seed)
+        model = build_keras_model(shape, lrn=weights.lrn, preprocessing=pre or weights.preprocessing, seed=opts.seed,
+                                  widths=weights.widths())
         apply_weights(model, weights, input_shape=shape)
         return model
 
@@ -295,7 +315,7 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
                       decay=0.0, nesterov=False, loss="categorical_crossentropy", save_model=True, verbose=1, *,
                       augment=None, schedule=None, plateau_factor=0.1, plateau_patience=10, early_stopping=None,
                       resume=False, mixed_precision=None, steps_per_epoch=None, seed=None, callbacks=None,
-                      optimizer="sgd"):
+                      optimizer="sgd", keep_optimizer=False):
     """Transfer learning: start from a trained model, load some layers, freeze some, train.
 
     Parameters
@@ -326,14 +346,15 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
     opts = training.check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss,
                                       save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
                                       early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
-                                      optimizer)
+                                      optimizer, keep_optimizer)
     _check_save_path(files_save_path)
     if not _resumes(files_save_path, opts):  # fetch and check the starting model now, before training
         weights = read_weights(resolve_model_path(model_load_path, "keras", progress=bool(verbose)))
     resolve_save_dir(files_save_path)
 
     def build() -> keras.Model:
-        model = build_keras_model(shape, lrn=weights.lrn, preprocessing=weights.preprocessing, seed=opts.seed)
+        model = build_keras_model(shape, lrn=weights.lrn, preprocessing=weights.preprocessing, seed=opts.seed,
+                                  widths=weights.widths())
         apply_weights(model, weights, layers_bools=load_bools, input_shape=shape)
         for layer, trainable in zip(weighted_layers(model), train_bools):
             layer.trainable = trainable

@@ -41,6 +41,7 @@ from gamornet.core.validation import (
     check_input_shape,
     check_predict_inputs,
     check_training_inputs,
+    pixels_checked_first,
 )
 from gamornet.published.models import resolve_model_path
 from gamornet.tflearn_backend.network import (
@@ -134,8 +135,7 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
         ``"keras"`` the checkpoint's weights in the Keras model with the
         TFLearn LRN (equal to TFLearn within float32 rounding);
         ``"openvino"`` that model converted for OpenVINO
-        (``gamornet[openvino]``, converted once per checkpoint and stored
-        in the cache); ``"auto"`` OpenVINO when installed, else TFLearn.
+        (converted once per checkpoint and stored in the cache); ``"auto"`` OpenVINO when installed, else TFLearn.
     precision : {"float32", "bfloat16"}
         ``"bfloat16"`` needs the Keras or OpenVINO engine (keyword only).
 
@@ -145,22 +145,23 @@ def gamornet_predict_tflearn(img_array, model_load_path, input_shape, batch_size
         ``[P_disk, P_indeterminate, P_bulge]`` per image; with
         ``individual_arrays``, a tuple of three (N,) arrays.
     """
-    shape, images, batch_size = check_predict_inputs(img_array, input_shape, batch_size)
-    individual_arrays = check_flag(individual_arrays, "individual_arrays")
-    trainable = check_bools(trainable_bools, "trainable_bools")
-    clear_session = check_flag(clear_session, "clear_session")
-    progress = check_flag(progress, "progress")
-    reuse_model = check_flag(reuse_model, "reuse_model")
-    choice = engines.choose_engine(engine, precision, flavor="tflearn")
-    if clear_session:
-        reset_tflearn_state()
-    source = model_load_path if isinstance(model_load_path, str) else os.fspath(model_load_path)
-    prefix = resolve_checkpoint_prefix(resolve_model_path(model_load_path, "tflearn", progress=progress))
-    forward = engines.load_forward(prefix, shape, choice, trainable_bools=trainable, reuse=reuse_model,
-                                   source=source, progress=progress)
+    shape, images, batch_size = check_predict_inputs(img_array, input_shape, batch_size, finite=False)
+    with pixels_checked_first(images, "img_array"):  # pixels are checked batch by batch, ahead of the model
+        individual_arrays = check_flag(individual_arrays, "individual_arrays")
+        trainable = check_bools(trainable_bools, "trainable_bools")
+        clear_session = check_flag(clear_session, "clear_session")
+        progress = check_flag(progress, "progress")
+        reuse_model = check_flag(reuse_model, "reuse_model")
+        choice = engines.choose_engine(engine, precision, flavor="tflearn")
+        if clear_session:
+            reset_tflearn_state()
+        source = model_load_path if isinstance(model_load_path, str) else os.fspath(model_load_path)
+        prefix = resolve_checkpoint_prefix(resolve_model_path(model_load_path, "tflearn", progress=progress))
+        forward = engines.load_forward(prefix, shape, choice, trainable_bools=trainable, reuse=reuse_model,
+                                       source=source, progress=progress)
     try:
         probabilities = predict_in_batches(forward, images, batch_size, progress,
-                                           label=f"Predicting ({choice.label})")
+                                           label=f"Predicting ({choice.label})", check="img_array")
     finally:
         if hasattr(forward, "close"):
             forward.close()

@@ -1,4 +1,4 @@
-"""Shared fixtures: small images, labels and trained models of a small input shape."""
+"""Shared fixtures: small images, labels and trained models of a small input shape and a narrow network."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ if openvino_installed():  # imported once, with OpenVINO's telemetry declined, b
 
     import_openvino()
 
-from helpers import SMALL_SHAPE, blob_data, cpu_description, make_data  # noqa: E402
+from helpers import NARROW_WIDTHS, SMALL_SHAPE, blob_data, cpu_description, make_data  # noqa: E402
+from helpers import narrow_network as _narrow_network  # noqa: E402
 
 
 def pytest_report_header(config):
@@ -35,15 +36,37 @@ def small_data():
     return make_data(12)
 
 
+@pytest.fixture
+def narrow_network(monkeypatch):
+    """Networks this test builds from scratch (training, ``saved_keras_model``) are narrow (``NARROW_WIDTHS``).
+
+    For the tests where the width does not matter; use it with ``pytest.mark.usefixtures("narrow_network")``.
+    """
+    _narrow_network(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def narrow_keras_model(tmp_path_factory):
+    """Path of a randomly initialised narrow GaMorNet (``NARROW_WIDTHS``, ``SMALL_SHAPE``, seed 0), saved once."""
+    from helpers import saved_keras_model
+
+    return saved_keras_model(tmp_path_factory.mktemp("narrow"), SMALL_SHAPE, seed=0, widths=NARROW_WIDTHS)
+
+
 @pytest.fixture(scope="session")
 def trained_keras_model(tmp_path_factory, small_data):
-    """A Keras model trained for one epoch, saved as ``trained_model.keras``; returns (path, model)."""
+    """A narrow Keras model (``NARROW_WIDTHS``) trained for one epoch, saved as ``trained_model.keras``.
+
+    Returns (path, model).
+    """
     from gamornet.keras_module import gamornet_train_keras
 
     directory = tmp_path_factory.mktemp("trained")
     x, y = small_data
-    model = gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path=str(directory), epochs=1, batch_size=6,
-                                 verbose=0)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _narrow_network(monkeypatch)
+        model = gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path=str(directory), epochs=1,
+                                     batch_size=6, verbose=0)
     return str(directory / "trained_model.keras"), model
 
 

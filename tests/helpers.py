@@ -40,6 +40,12 @@ def cpu_description() -> str:
 #: Input shape used by most tests: small enough to train in seconds.
 SMALL_SHAPE = (32, 32, 1)
 
+#: Widths (filters of the 5 convolutions, units of the 2 hidden dense layers) of the narrow network of the
+#: tests where the width does not matter (chunks, locks, resume, augmentation, command line, file formats):
+#: ~5e4 parameters instead of the ~2e7 the published widths give at SMALL_SHAPE, most of them in the 4096-wide
+#: dense layers.  The network description tests, published models, parity and conversion keep the full width.
+NARROW_WIDTHS = (16, 32, 32, 32, 32, 64, 64)
+
 
 def make_data(n: int, shape=SMALL_SHAPE, seed: int = 0):
     """Random images (float32) and one-hot labels of all three classes."""
@@ -66,13 +72,28 @@ def _keras2_lrn_classes(tf, tf_keras):
     return {"keras": SpatialLRN, "tflearn": DepthLRN}
 
 
-def saved_keras_model(directory, shape=SMALL_SHAPE, seed: int = 0) -> str:
-    """A randomly initialised GaMorNet saved as ``directory/tiny.keras``; returns its path."""
+def saved_keras_model(directory, shape=SMALL_SHAPE, seed: int = 0, widths=None) -> str:
+    """A randomly initialised GaMorNet (of ``widths``, default the published ones) saved as ``directory/tiny.keras``.
+
+    Returns its path.
+    """
     from gamornet.keras_backend.model import build_keras_model
 
     path = Path(directory) / "tiny.keras"
-    build_keras_model(shape, seed=seed).save(path)
+    build_keras_model(shape, seed=seed, widths=widths).save(path)
     return str(path)
+
+
+def narrow_network(monkeypatch) -> None:
+    """Networks built in this process without explicit widths get :data:`NARROW_WIDTHS` (training from scratch).
+
+    Models read from files keep their own widths.
+    """
+    from gamornet.core.network import network_layers
+    from gamornet.keras_backend import model
+
+    monkeypatch.setattr(model, "network_layers", lambda widths=None: network_layers(
+        NARROW_WIDTHS if widths is None else widths))
 
 
 def keras2_model(lrn: str, shape=SMALL_SHAPE):

@@ -10,6 +10,8 @@ from gamornet.demo import DemoSettings, run_demo
 from gamornet.keras_module import gamornet_predict_keras
 from gamornet.simulate import simulate_galaxies
 
+pytestmark = pytest.mark.usefixtures("narrow_network")  # the demo's network: its width does not matter here
+
 REPORT_FILES = {"predictions.ecsv", "confusion_matrix.png", "threshold_sweep.png", "summary.json", "summary.txt",
                 "model"}
 
@@ -46,6 +48,7 @@ def test_demo_cli_arguments_are_checked(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_report(tmp_path):
     """Everything random in the demo (galaxies, initial weights, batch order, dropout) follows its seed."""
     settings = DemoSettings(n_train=16, n_validation=8, n_test=8, epochs=2, batch_size=8)

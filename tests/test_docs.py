@@ -67,6 +67,7 @@ EXPECTED_PAGES = {
     "citation.html": ["@article{Ghosh2020", "10.3847/1538-4357/ab8a47"],
     "cli.html": ["gamornet models", "gamornet download"],
     "performance.html": ["python -m benchmarks"],
+    "architecture.html": ["Architecture", "Keras backend", "engine", "flavour", "precision"],
     "cluster.html": ["Running on a cluster", "SLURMCluster", "--scheduler", "--workers", "--shard", "gamornet merge",
                      "Memory per worker"],
     "tutorials/predictions.html": ["Making predictions", "gamornet_predict_keras", "gamornet_predict_tflearn"],
@@ -156,6 +157,7 @@ def test_docs_build(built_docs):
     subcommands = [a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction"][0].choices
     assert subcommands and all(f"gamornet {name}" in cli_text for name in subcommands)
     assert {p.name for p in (out / "_images").glob("montage_*.png")} == {"montage_sdss.png", "montage_candels.png"}
+    assert 'src="_images/layers.png"' in (out / "architecture.html").read_text(encoding="utf-8")  # the layers drawn
     assert len(list((out / "_downloads").rglob("*.ipynb"))) == len(NOTEBOOKS) == 3
 
     for page in ("predictions", "training", "transfer_learning"):
@@ -373,7 +375,12 @@ def example_namespace(tmp_path_factory) -> dict:
     }
 
 
-@pytest.mark.parametrize("source", sorted(EXAMPLES))
+#: Example pages whose examples start Dask clusters: slow.
+_CLUSTER_EXAMPLES = {"docs/cluster.rst"}
+
+
+@pytest.mark.parametrize("source", [pytest.param(s, marks=pytest.mark.slow) if s in _CLUSTER_EXAMPLES else s
+                                    for s in sorted(EXAMPLES)])
 def test_python_examples(source, example_server, example_namespace, tmp_path, monkeypatch):
     saved_env = dict(os.environ)
     monkeypatch.chdir(tmp_path)

@@ -57,7 +57,10 @@ def test_auto_leaves_a_gpu_or_a_machine_without_tensorflow_to_keras(with_openvin
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     (dict(engine="onnx"), ValueError, r"`engine` must be one of 'auto', 'keras', 'openvino'.*Received: engine='onnx'"),
-    (dict(engine="tflearn"), ValueError, r"Received: engine='tflearn'"),  # a Keras model
+    (dict(engine="tflearn"), ValueError,  # a Keras model: the message names the fix
+     r"engine='tflearn' runs TFLearn checkpoints only: it needs flavor='tflearn' \(--flavor tflearn on the command "
+     r"line\); for a Keras model choose engine 'auto', 'keras' or 'openvino'. Received: engine='tflearn', "
+     r"flavor='keras'"),
     (dict(precision="float16"), ValueError, r"`precision` must be one of .*Received: precision='float16'"),
     (dict(precision=None), ValueError, r"Received: precision=None"),
     (dict(engine="tflearn", precision="bfloat16", flavor="tflearn"), ValueError,
@@ -141,6 +144,7 @@ def label_changes(p32: np.ndarray, p16: np.ndarray) -> float:
     return max([*fractions, np.mean(p32.argmax(1) != p16.argmax(1))])
 
 
+@pytest.mark.slow
 def test_keras_bfloat16_agrees_with_float32(galaxy_model, test_galaxies):
     from gamornet.keras_module import gamornet_predict_keras
 
@@ -293,10 +297,46 @@ def test_damaged_stored_conversion_is_converted_again(saved_model, images, cache
     weights = cache_home / stored()[0] / "model.bin"
     with open(weights, "r+b") as f:
         f.truncate(1000)
-    got = gamornet_predict_keras(images, saved_model, SMALL_SHAPE, engine="openvino", progress=False,
-                                 reuse_model=False)
+    with pytest.warns(UserWarning, match=r"damaged: model.bin has 1000 bytes"):
+        got = gamornet_predict_keras(images, saved_model, SMALL_SHAPE, engine="openvino", progress=False,
+                                     reuse_model=False)
     np.testing.assert_allclose(got, expected, rtol=0, atol=ORDER_ATOL)
     assert os.path.getsize(weights) > 1000
+
+
+def damage_in_place(path) -> None:
+    """Change a stored file without changing its size: zero up to 1 MiB of the weights, one window of the graph."""
+    data = bytearray(path.read_bytes())
+    if path.suffix == ".bin":
+        n = min(2**20, len(data) // 2)
+        data[len(data) // 4:len(data) // 4 + n] = bytes(n)
+    else:
+        at = data.index(b'kernel="5, 5"')  # the window of the first LRN's sum: the graph stays readable
+        data[at:at + 13] = b'kernel="3, 3"'
+    with open(path, "r+b") as f:
+        f.write(data)
+
+
+@pytest.mark.openvino
+@needs_openvino
+@pytest.mark.parametrize("name", ["model.bin", "model.xml"])
+def test_same_size_damage_is_detected_and_converted_again(saved_model, images, cache_home, name):
+    choice = engines.choose_engine("openvino")
+    expected = engines.load_forward(saved_model, SMALL_SHAPE, choice, reuse=False, progress=False)(images)
+    folder = cache_home / stored()[0]
+    weights, original = (folder / "model.bin").read_bytes(), (folder / name).read_bytes()
+    damage_in_place(folder / name)
+    damaged = (folder / name).read_bytes()
+    assert len(damaged) == len(original) and damaged != original
+    with pytest.warns(UserWarning, match=rf"conversion in {folder} is damaged: {name} does not match"):
+        forward = engines.load_forward(saved_model, SMALL_SHAPE, choice, reuse=False, progress=False)
+    np.testing.assert_array_equal(forward(images), expected)
+    assert stored() == [folder.name] and (folder / name).read_bytes() != damaged  # converted again
+    assert (folder / "model.bin").read_bytes() == weights  # the same weights (the graph names its layers anew)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = engines.load_forward(saved_model, SMALL_SHAPE, choice, reuse=False, progress=False)
+    np.testing.assert_array_equal(again(images), expected)
 
 
 @pytest.mark.openvino

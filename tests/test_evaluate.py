@@ -163,6 +163,28 @@ def test_evaluate_takes_the_policy_recorded_by_predict(tmp_path, capsys):
     assert "pass --policy" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("ending", [".parquet", ".csv"])
+def test_evaluate_reads_parquet_and_csv_tables_with_their_metadata(tmp_path, capsys, ending):
+    if ending == ".parquet":
+        pytest.importorskip("pyarrow")
+    from gamornet.core.tables import write_table
+
+    _catalog().write(tmp_path / "cat.ecsv")
+    pred = tmp_path / f"pred{ending}"
+    write_table(_prediction_table(PROBS, {"policy": "tflearn_sdss"}), pred)  # as gamornet predict -o writes it
+    result = ev.write_report(pred, tmp_path / "cat.ecsv", tmp_path / "api")
+    assert result["policy"] == "tflearn_sdss" and result["policy_recorded"] and result["n_classified"] == 4
+    out = tmp_path / "cli"
+    assert cli.main(["evaluate", str(pred), str(tmp_path / "cat.ecsv"), "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == "tflearn_sdss" and summary["counts"] == result["counts"]
+    assert "record no threshold policy" not in capsys.readouterr().err
+    (tmp_path / f"broken{ending}").write_bytes(b"\xff\xfe not a table")
+    assert cli.main(["evaluate", str(tmp_path / f"broken{ending}"), str(tmp_path / "cat.ecsv"), "--output",
+                     str(out)]) == 2
+    assert "`PREDICTIONS` could not be read as a table" in capsys.readouterr().err
+
+
 def test_evaluate_refuses_rows_that_are_not_probabilities(tmp_path, capsys):
     probs = PROBS.copy()
     probs[4] = [np.nan, 0.5, 0.5]

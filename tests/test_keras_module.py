@@ -11,6 +11,8 @@ from gamornet.keras_module import gamornet_predict_keras, gamornet_tl_keras, gam
 
 from helpers import ORDER_ATOL, SMALL_SHAPE, make_data
 
+pytestmark = pytest.mark.usefixtures("narrow_network")  # the published widths are tested in tests/core, published/
+
 
 def test_signatures_and_defaults_of_0_4_3():
     train = inspect.signature(gamornet_train_keras).parameters

@@ -146,6 +146,7 @@ def test_clear_session_keeps_keras_models(plain_checkpoint, trained_keras_model)
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("narrow_network")  # the Keras models; TFLearn networks keep the published widths
 def test_keras_and_tflearn_calls_mix(tmp_path):
     import keras
     import tensorflow as tf
@@ -205,6 +206,7 @@ def test_lr_momentum_decay_reach_the_optimizer(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_checkpoint_files_and_save_paths(tmp_path, monkeypatch):
     x, y = make_data(8, seed=5)
     monkeypatch.chdir(tmp_path)

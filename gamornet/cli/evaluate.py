@@ -27,8 +27,9 @@ def register_cli(subparsers) -> None:
 def _main(args: argparse.Namespace) -> int:
     result = write_report(args.predictions, args.catalog, args.output, args.policy)
     if not result.pop("policy_recorded"):
-        print(f"gamornet evaluate: note: PREDICTIONS record no threshold policy (.csv tables hold no metadata); "
-              f"scoring with {result['policy']}. Choose another with --policy.", file=sys.stderr)
+        print("gamornet evaluate: note: PREDICTIONS record no threshold policy (a .csv table holds metadata only in "
+              f"its .csv.meta.json sidecar); scoring with {result['policy']}. Choose another with --policy.",
+              file=sys.stderr)
     for key, value in result.items():
         print(f"{key:24s} {value:.4f}" if isinstance(value, float) else f"{key:24s} {value}")
     out = Path(args.output)

@@ -88,8 +88,9 @@ def register_cli(subparsers) -> None:
                    "is visible, else keras; keras with --mc-samples), keras, openvino (converted once, stored in the "
                    "cache), tflearn (TFLearn models)")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="float32 (default; reproduces published predictions) or bfloat16 (about 2x faster with "
-                   "openvino on CPUs with avx512_bf16 / amx_bf16; probabilities move by up to ~1e-2)")
+                   help="float32 (default; reproduces published predictions) or bfloat16 (faster with "
+                   "openvino on CPUs with avx512_bf16 / amx_bf16, see the performance page; probabilities move by up "
+                   "to ~1e-2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     cluster = p.add_mutually_exclusive_group()
     cluster.add_argument("--workers", type=int_at_least("workers", 1), metavar="N",
@@ -99,11 +100,15 @@ def register_cli(subparsers) -> None:
                          help="predict on a running Dask cluster: its scheduler's address (tcp://HOST:PORT) or "
                          "scheduler file (dask scheduler --scheduler-file FILE); the workers must see the input and "
                          "output files")
+    p.add_argument("--worker-timeout", type=number("worker_timeout", low=0, low_open=True), default=60.0,
+                   metavar="SECONDS", help="with --workers / --scheduler: end the run with an error when the cluster "
+                   "has had no workers for SECONDS (default: 60); complete chunks are kept for --resume")
     p.set_defaults(func=_predict)
 
     m = subparsers.add_parser("merge", help="join the shard tables of one catalogue",
                               description="Join shard tables written by `gamornet predict --shard`, checking "
-                              "that their metadata agree and no id appears twice.")
+                              "that their metadata agree (settings, engine, precision, run digest) and no id appears "
+                              "twice. A .csv shard needs the <table>.csv.meta.json sidecar written beside it.")
     m.add_argument("tables", nargs="+", metavar="SHARD_TABLE")
     m.add_argument("--output", "-o", required=True, metavar="FILE")
     m.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -119,11 +124,16 @@ def _summary(table, output: str | None) -> str:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from gamornet.core.notices import show_bfloat16_notice
+
+    show_bfloat16_notice(args.precision, args.engine, args.flavor, args.quiet)  # float32 on a bfloat16 CPU
     from gamornet.predict.distributed import cluster_client
     from gamornet.predict.files import predict_files
 
     try:
-        with warnings.catch_warnings(record=True) as caught, cluster_client(args.scheduler, args.workers) as client:
+        quiet = not getattr(args, "debug", False)  # Dask's own log lines only with gamornet --debug
+        with warnings.catch_warnings(record=True) as caught, cluster_client(args.scheduler, args.workers,
+                                                                            quiet=quiet) as client:
             warnings.simplefilter("always", UserWarning)
             table = predict_files(
                 args.inputs, model=args.model, flavor=args.flavor, input_shape=args.input_shape, policy=args.policy,
@@ -131,7 +141,7 @@ def _predict(args: argparse.Namespace) -> int:
                 mc_samples=args.mc_samples, crop_pad=args.crop_pad, nan_fill=args.nan_fill, skip_bad=args.skip_bad,
                 progress=not args.quiet, chunk_size=args.chunk_size, hdu=args.hdu, overwrite=args.overwrite,
                 check_data=args.check_data, seed=args.seed, client=client, engine=args.engine,
-                precision=args.precision,
+                precision=args.precision, worker_timeout=args.worker_timeout,
             )
         for warning in caught:
             print(f"gamornet predict: warning: {warning.message}", file=sys.stderr)

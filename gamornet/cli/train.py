@@ -26,7 +26,7 @@ DEFAULTS: dict = {
     "epochs": 100, "batch_size": 64, "momentum": 0.9, "decay": 0.0, "nesterov": False, "checkpoint_freq": 0,
     "validation_fraction": 0.1, "augment": None, "schedule": "decay", "plateau_factor": 0.1, "plateau_patience": 10,
     "early_stopping": None, "preprocessing": None, "mixed_precision": None, "input_shape": None, "catalog": None,
-    "model": None, "load_bools": "all", "train_bools": "all", "seed": None, "data": None,
+    "model": None, "load_bools": "all", "train_bools": "all", "seed": None, "data": None, "keep_optimizer": False,
 }  # fmt: skip
 _LR = {"train": 1e-4, "tl": 1e-5}
 
@@ -75,13 +75,16 @@ def register_cli(subparsers) -> None:
         p.add_argument("--mixed-precision", choices=("bfloat16", "float16"), help="compute precision")
         p.add_argument("--checkpoint-freq", type=int, help="save model_NNNN.keras every this many epochs")
         p.add_argument("--seed", type=int, help="seed of the split, initialisation, shuffling, augmentation")
+        p.add_argument("--keep-optimizer", action="store_true", default=None,
+                       help="also save the optimiser state in trained_model.keras (about twice the size), to go on "
+                       "training it with model.fit; checkpoints always keep it")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_main)
 
 
 _KEYS = ("data", "catalog", "model", "epochs", "batch_size", "input_shape", "lr", "momentum", "decay", "nesterov",
          "validation_fraction", "augment", "schedule", "plateau_factor", "plateau_patience", "early_stopping",
-         "mixed_precision", "checkpoint_freq", "seed", "preprocessing", "load_bools", "train_bools")
+         "mixed_precision", "checkpoint_freq", "seed", "preprocessing", "load_bools", "train_bools", "keep_optimizer")
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -147,7 +150,8 @@ def _run(settings: dict, output: str, quiet: bool) -> int:
                   augment=settings["augment"], schedule=settings["schedule"],
                   plateau_factor=settings["plateau_factor"], plateau_patience=settings["plateau_patience"],
                   early_stopping=settings["early_stopping"], resume=True,
-                  mixed_precision=settings["mixed_precision"], seed=settings["seed"])
+                  mixed_precision=settings["mixed_precision"], seed=settings["seed"],
+                  keep_optimizer=bool(settings.get("keep_optimizer", False)))
     with training.recorded_settings(settings):
         if settings["command"] == "tl":
             gamornet_tl_keras(train, None, val, None, shape, model_load_path=settings["model"],

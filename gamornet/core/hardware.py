@@ -9,6 +9,13 @@ Native bfloat16 means instructions that multiply bfloat16 numbers:
 later) or ``amx_bf16`` (Intel AMX, Sapphire Rapids and later) on x86,
 ``bf16`` on ARM.  Without them a bfloat16 computation is emulated with
 float32 arithmetic plus conversions: slower than float32, never faster.
+
+The environment variable ``GAMORNET_CPU_FLAGS`` (flags separated by spaces
+or commas, e.g. ``"avx2 fma avx512_bf16"``) replaces the flags read from
+``/proc/cpuinfo``: for systems without it, or to see what gamornet does on
+another CPU (which engine ``auto`` picks, whether ``gamornet predict``
+mentions bfloat16).  It changes what gamornet believes, not what the CPU
+does.
 """
 
 from __future__ import annotations
@@ -17,12 +24,16 @@ import functools
 import os
 import platform
 
-__all__ = ["CPU_FLAGS", "BF16_FLAGS", "cpu_flags", "cpu_model", "native_bfloat16", "cpu_summary", "nvidia_gpu_visible"]
+__all__ = ["CPU_FLAGS", "BF16_FLAGS", "CPU_FLAGS_ENV", "cpu_flags", "cpu_model", "native_bfloat16", "cpu_summary",
+           "nvidia_gpu_visible"]
 
 #: Flags that decide which kernels the inference engines pick (and so speed and the order of float32 sums).
 CPU_FLAGS: tuple[str, ...] = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 #: Flags of native bfloat16 arithmetic (x86: AVX-512 BF16, AMX; ARM: BF16).
 BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16", "bf16")
+
+#: Environment variable that replaces the flags read from ``/proc/cpuinfo`` (spaces or commas between flags).
+CPU_FLAGS_ENV = "GAMORNET_CPU_FLAGS"
 
 _CPUINFO = "/proc/cpuinfo"
 
@@ -48,7 +59,14 @@ def _cpuinfo(path: str = _CPUINFO) -> tuple[str, frozenset[str]]:
 
 
 def cpu_flags(path: str = _CPUINFO) -> frozenset[str]:
-    """The instruction-set flags of the CPU (empty where ``/proc/cpuinfo`` is not available)."""
+    """The instruction-set flags of the CPU (empty where ``/proc/cpuinfo`` is not available).
+
+    Reading the default ``path``, ``GAMORNET_CPU_FLAGS`` (:data:`CPU_FLAGS_ENV`)
+    replaces them where it is set.
+    """
+    override = os.environ.get(CPU_FLAGS_ENV) if path == _CPUINFO else None
+    if override is not None:
+        return frozenset(override.replace(",", " ").lower().split())
     return _cpuinfo(path)[1]
 
 

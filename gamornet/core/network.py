@@ -9,7 +9,7 @@ Ghosh et al. (2020), Table 1: layer 1 is the input, the weighted layers are
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "INPUT_SHAPES",
@@ -20,6 +20,9 @@ __all__ = [
     "LAYERS",
     "WEIGHTED_LAYERS",
     "WEIGHTED_LAYER_NUMBERS",
+    "WIDTHS",
+    "network_layers",
+    "widths_of",
     "CLASS_NAMES",
     "LRN_SETTINGS",
     "feature_map_shape",
@@ -119,6 +122,50 @@ LAYERS: tuple[LayerSpec, ...] = (
 WEIGHTED_LAYERS: tuple[LayerSpec, ...] = tuple(s for s in LAYERS if s.weighted)
 WEIGHTED_LAYER_NUMBERS: tuple[int, ...] = tuple(s.number for s in WEIGHTED_LAYERS)
 
+#: Widths of the hidden weighted layers of the published network: the filters of the 5 convolutions,
+#: then the units of the 2 hidden dense layers (the output layer has one unit per class).
+WIDTHS: tuple[int, ...] = tuple(s.filters if s.kind == "conv" else s.units for s in WEIGHTED_LAYERS[:-1])
+
+
+def _check_widths(widths) -> tuple[int, ...]:
+    try:
+        checked = tuple(int(w) for w in widths)
+    except (TypeError, ValueError):
+        checked = ()
+    if len(checked) != len(WIDTHS) or any(w < 1 for w in checked) or checked != tuple(widths):
+        raise ValueError(f"`widths` must be {len(WIDTHS)} positive integers (the filters of the 5 convolutions, then "
+                         f"the units of the 2 hidden dense layers), e.g. {WIDTHS}. Received: widths={widths!r}")
+    return checked
+
+
+def network_layers(widths=None) -> tuple[LayerSpec, ...]:
+    """:data:`LAYERS`, with other widths of the hidden weighted layers.
+
+    Parameters
+    ----------
+    widths : sequence of 7 int, optional
+        Filters of the 5 convolutions, then units of the 2 hidden dense layers
+        (default :data:`WIDTHS`, the published network: :data:`LAYERS` itself).
+        Narrower networks keep every layer, kernel, stride and activation.
+    """
+    if widths is None or tuple(widths) == WIDTHS:
+        return LAYERS
+    new = iter(_check_widths(widths))
+    layers = []
+    for spec in LAYERS:
+        if spec.kind == "conv":
+            spec = replace(spec, filters=next(new))
+        elif spec.kind == "dense" and spec.number != WEIGHTED_LAYERS[-1].number:
+            spec = replace(spec, units=next(new))
+        layers.append(spec)
+    return tuple(layers)
+
+
+def widths_of(shapes) -> tuple[int, ...]:
+    """The widths (see :func:`network_layers`) of weights given as ``(kernel shape, bias shape)`` pairs."""
+    return tuple(int(kernel[-1]) for kernel, _ in list(shapes)[: len(WIDTHS)])
+
+
 #: Settings of the two local response normalisations (Ghosh et al. 2020).
 #: ``keras``: x / (k + alpha * S)^beta with S = sum over all channels of the
 #: ``size`` x ``size`` spatial mean of x^2.  ``tflearn``: ``tf.nn.lrn`` with a
@@ -136,13 +183,15 @@ def _same_out(size: int, stride: int) -> int:
     return math.ceil(size / stride)
 
 
-def feature_map_shape(input_shape: tuple[int, int, int]) -> list[tuple[int, ...]]:
+def feature_map_shape(input_shape: tuple[int, int, int], widths=None) -> list[tuple[int, ...]]:
     """Output shape of every layer of :data:`LAYERS` for one image.
 
     Parameters
     ----------
     input_shape : tuple of int
         ``(height, width, channels)``.
+    widths : sequence of 7 int, optional
+        Widths of the hidden weighted layers (:func:`network_layers`).
 
     Returns
     -------
@@ -152,7 +201,7 @@ def feature_map_shape(input_shape: tuple[int, int, int]) -> list[tuple[int, ...]
     h, w, c = input_shape
     shape: tuple[int, ...] = (h, w, c)
     shapes = []
-    for spec in LAYERS:
+    for spec in network_layers(widths):
         if spec.kind in ("conv", "maxpool"):
             h, w = _same_out(h, spec.strides), _same_out(w, spec.strides)
             c = spec.filters if spec.kind == "conv" else c
@@ -165,16 +214,16 @@ def feature_map_shape(input_shape: tuple[int, int, int]) -> list[tuple[int, ...]
     return shapes
 
 
-def weight_shapes(input_shape: tuple[int, int, int]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """Kernel and bias shapes of the 8 weighted layers.
+def weight_shapes(input_shape: tuple[int, int, int], widths=None) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Kernel and bias shapes of the 8 weighted layers (of widths ``widths``, see :func:`network_layers`).
 
     Kernels are ``(kh, kw, in, out)`` for convolutions and ``(in, out)`` for
     dense layers: the layout shared by Keras and TFLearn.
     """
-    shapes = feature_map_shape(input_shape)
+    shapes = feature_map_shape(input_shape, widths)
     result = []
     previous: tuple[int, ...] = tuple(input_shape)
-    for spec, out in zip(LAYERS, shapes):
+    for spec, out in zip(network_layers(widths), shapes):
         if spec.kind == "conv":
             result.append(((spec.kernel, spec.kernel, previous[-1], spec.filters), (spec.filters,)))
         elif spec.kind == "dense":
@@ -183,19 +232,20 @@ def weight_shapes(input_shape: tuple[int, int, int]) -> list[tuple[tuple[int, ..
     return result
 
 
-def count_params(input_shape: tuple[int, int, int]) -> int:
-    """Number of trainable parameters of the network for ``input_shape``."""
-    return sum(math.prod(k) + math.prod(b) for k, b in weight_shapes(input_shape))
+def count_params(input_shape: tuple[int, int, int], widths=None) -> int:
+    """Number of trainable parameters of the network for ``input_shape`` (and ``widths``)."""
+    return sum(math.prod(k) + math.prod(b) for k, b in weight_shapes(input_shape, widths))
 
 
-def forward_flops(input_shape: tuple[int, int, int]) -> float:
+def forward_flops(input_shape: tuple[int, int, int], widths=None) -> float:
     """Floating-point operations (multiply and add counted apart) of one forward pass."""
-    shapes = feature_map_shape(input_shape)
+    layers = network_layers(widths)
+    shapes = feature_map_shape(input_shape, widths)
     total = 0.0
     for spec, out, (kernel, _) in zip(
-        [s for s in LAYERS if s.weighted],
-        [o for s, o in zip(LAYERS, shapes) if s.weighted],
-        weight_shapes(input_shape),
+        [s for s in layers if s.weighted],
+        [o for s, o in zip(layers, shapes) if s.weighted],
+        weight_shapes(input_shape, widths),
     ):
         macs = math.prod(out[:-1]) * math.prod(kernel) if spec.kind == "conv" else math.prod(kernel)
         total += 2.0 * macs

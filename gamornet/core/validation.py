@@ -10,8 +10,9 @@ Python bool ...).  Variants are flags of one checker, never a second copy
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +30,11 @@ __all__ = [
     "check_path",
     "check_stack_shape",
     "check_images",
+    "check_finite",
+    "check_finite_stack",
+    "check_finite_batch",
+    "pixels_checked_first",
+    "FINITE_BLOCK",
     "check_labels",
     "labels_from_onehot",
     "check_optimizer_args",
@@ -43,6 +49,8 @@ __all__ = [
 ENGINES: tuple[str, ...] = ("auto", "keras", "openvino", "tflearn")
 #: Arithmetic precisions of prediction.
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16")
+#: Images checked for NaN / inf at a time (bounded temporary memory); an error names the bad ones of one such block.
+FINITE_BLOCK = 4096
 
 
 def check_input_shape(input_shape, name: str = "input_shape") -> tuple[int, int, int]:
@@ -229,7 +237,7 @@ def _check_pixel_dtype(dtype: np.dtype, name: str) -> None:
 
 
 def check_images(images, name: str = "img_array", input_shape=None, allow_empty: bool = False,
-                 sample: int | None = None) -> np.ndarray:
+                 sample: int | None = None, finite: bool = True) -> np.ndarray:
     """Check an image stack; return it as float32 ``(N, height, width, channels)``.
 
     Integer arrays (as FITS files give) are cast to float32; no other
@@ -250,6 +258,9 @@ def check_images(images, name: str = "img_array", input_shape=None, allow_empty:
         check the header and the pixels of ``sample`` images spread over the
         stack, and return ``images`` unchanged (the reader casts batch by
         batch).  By default every pixel is checked.
+    finite : bool
+        Check the pixels for NaN / inf (False: the caller checks them batch
+        by batch, e.g. with :func:`check_finite_batch`).
 
     Raises
     ------
@@ -268,8 +279,8 @@ def check_images(images, name: str = "img_array", input_shape=None, allow_empty:
         return arr
     if arr.dtype != np.float32:
         arr = arr.astype(np.float32)
-    for start in range(0, arr.shape[0], 4096):  # bounded temporary memory for huge stacks
-        check_finite(arr[start : start + 4096], name, np.arange(start, min(start + 4096, arr.shape[0])))
+    if finite:
+        check_finite_stack(arr, name)
     return arr
 
 
@@ -279,6 +290,48 @@ def check_finite(block: np.ndarray, name: str, rows: np.ndarray) -> None:
         bad = rows[~np.isfinite(block.reshape(block.shape[0], -1)).all(axis=1)]
         raise ValueError(f"`{name}` has NaN or inf pixels in image(s) {bad[:10].tolist()}; replace them (e.g. with "
                          f"the sky level) first. Received: {name} with {len(bad)} such image(s)")
+
+
+def check_finite_stack(images: np.ndarray, name: str) -> None:
+    """:func:`check_images`' NaN / inf check of a float32 stack, :data:`FINITE_BLOCK` images at a time.
+
+    The error names the bad images (up to 10) of the first block holding one.
+    """
+    for start in range(0, images.shape[0], FINITE_BLOCK):  # bounded temporary memory for huge stacks
+        stop = min(start + FINITE_BLOCK, images.shape[0])
+        check_finite(images[start:stop], name, np.arange(start, stop))
+
+
+def check_finite_batch(batch: np.ndarray, images: np.ndarray, start: int, name: str) -> None:
+    """Check ``batch`` (``images[start:start + len(batch)]``) for NaN / inf, with :func:`check_finite_stack`'s error.
+
+    Called on the batches of a stack in order, it raises the very error
+    checking the whole stack up front raises, at the first batch holding a
+    bad image: the block of :data:`FINITE_BLOCK` images around it is then
+    checked again to name its bad images.
+    """
+    if np.isfinite(batch).all():
+        return
+    block = start // FINITE_BLOCK * FINITE_BLOCK
+    stop = min(block + FINITE_BLOCK, images.shape[0])
+    check_finite(np.asarray(images[block:stop], dtype=np.float32), name, np.arange(block, stop))
+    check_finite(batch, name, np.arange(start, start + batch.shape[0]))  # ``images`` changed meanwhile
+
+
+@contextlib.contextmanager
+def pixels_checked_first(images: np.ndarray, name: str, checked: bool = False) -> Iterator[None]:
+    """Errors raised inside give way to the NaN / inf error of ``images``, as when their pixels were checked first.
+
+    For predictions that check pixels batch by batch: an argument or model
+    error (a missing file ...) met before the batches run is raised only
+    once every pixel is known to be finite.  ``checked``: nothing to do.
+    """
+    try:
+        yield
+    except Exception:
+        if not checked:
+            check_finite_stack(images, name)
+        raise
 
 
 def check_labels(labels, n_images: int, name: str = "training_labels") -> np.ndarray:
@@ -329,8 +382,12 @@ def check_optimizer_args(lr, momentum, decay, nesterov, loss) -> None:
         raise ValueError(f"`loss` must be a loss name or a callable. Received: loss={loss!r}")
 
 
-def check_predict_inputs(img_array, input_shape, batch_size) -> tuple[tuple[int, int, int], np.ndarray, int]:
+def check_predict_inputs(img_array, input_shape, batch_size,
+                         finite: bool = True) -> tuple[tuple[int, int, int], np.ndarray, int]:
     """Check the arguments shared by every predict function.
+
+    ``finite=False`` leaves the NaN / inf check to the batches (see
+    :func:`check_finite_batch` and :func:`pixels_checked_first`).
 
     Returns
     -------
@@ -339,7 +396,8 @@ def check_predict_inputs(img_array, input_shape, batch_size) -> tuple[tuple[int,
         as float32 and the batch size as an int.
     """
     shape = check_input_shape(input_shape)
-    return shape, check_images(img_array, "img_array", shape), check_positive_int(batch_size, "batch_size")
+    return (shape, check_images(img_array, "img_array", shape, finite=finite),
+            check_positive_int(batch_size, "batch_size"))
 
 
 def check_training_inputs(training_imgs, training_labels, validation_imgs, validation_labels, input_shape):

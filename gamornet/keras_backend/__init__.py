@@ -7,11 +7,11 @@
 - :mod:`~gamornet.keras_backend.forward`: :func:`load_forward`, the
   prediction entry point;
 - :mod:`~gamornet.keras_backend.training`: the training engine;
-- :mod:`~gamornet.keras_backend.backends`: what differs between the Keras
-  backends (TensorFlow, JAX, PyTorch).
+- :mod:`~gamornet.keras_backend.frameworks`: what differs between the Keras
+  backends (TensorFlow, JAX, PyTorch), the frameworks Keras runs on.
 """
 
-from gamornet.keras_backend.backends import keep_tensorflow_out
+from gamornet.keras_backend.frameworks import keep_tensorflow_out
 
 keep_tensorflow_out()
 

@@ -14,8 +14,8 @@ pipeline:
   arguments (read afresh at every call, so later training is seen).
 - PyTorch: the model called under ``torch.inference_mode``; with
   ``GAMORNET_TORCH_COMPILE=1`` in the environment (or ``torch_compile=True``)
-  through ``torch.compile``, which on a 2-core CPU ran about 1.2-1.45x faster
-  but spent 20 s to minutes compiling each new batch size.
+  through ``torch.compile``, which runs faster but spends seconds to minutes
+  compiling each new batch size (figures on the performance page).
 
 JAX (and compiled PyTorch) compile once per batch size, so a batch is
 padded with zero images to a size that depends on its own size alone
@@ -73,6 +73,11 @@ class _Padded:
 
     def __init__(self, run: Callable[[np.ndarray], np.ndarray]):
         self.run = run
+
+    @staticmethod
+    def padded_rows(n: int) -> int:
+        """Rows a batch of ``n`` images runs at (:func:`padded_size`); a batch of that many runs unpadded."""
+        return padded_size(n)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
@@ -243,6 +248,14 @@ class KerasForward:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._predict(batch), np.float32)
+
+    def padded_rows(self, n: int) -> int:
+        """Rows a batch of ``n`` images runs at: given that many (zero images last), it is run as is.
+
+        :func:`gamornet.core.progress.predict_in_batches` pads batches to it
+        ahead, in its background thread, instead of the forward pass.
+        """
+        return self._predict.padded_rows(n) if isinstance(self._predict, _Padded) else n
 
     def sample(self, batch: np.ndarray) -> np.ndarray:
         """One Monte-Carlo dropout pass: probabilities with dropout active."""

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from gamornet.core.cache import ModelCache
-from gamornet.core.network import DENSE_INIT_STDDEV, LAYERS, WEIGHTED_LAYERS
+from gamornet.core.network import DENSE_INIT_STDDEV, WEIGHTED_LAYERS, network_layers, widths_of
 from gamornet.keras_backend.layers import LocalResponseNormalization, PixelScaling, pixel_scaling_config
 from gamornet.weights import ModelWeights, read_checkpoint, read_hdf5
 from gamornet.weights.paths import ZIP_MAGIC, file_magic, fingerprint, model_kind, strip_checkpoint_suffix
@@ -35,6 +35,7 @@ __all__ = [
     "apply_weights",
     "load_keras_model",
     "model_lrn_flavor",
+    "model_widths",
     "weighted_layers",
     "clear_model_cache",
     "CUSTOM_OBJECTS",
@@ -62,7 +63,8 @@ def dropout_seed(seed: int | None, layer_number: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(layer_number)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def build_keras_model(input_shape, lrn: str = "keras", preprocessing: dict | None = None, seed=None) -> keras.Model:
+def build_keras_model(input_shape, lrn: str = "keras", preprocessing: dict | None = None, seed=None,
+                      widths=None) -> keras.Model:
     """Build GaMorNet as a Keras 3 functional model.
 
     Parameters
@@ -78,6 +80,10 @@ def build_keras_model(input_shape, lrn: str = "keras", preprocessing: dict | Non
     seed : int, optional
         Seed of the weight initialisers and of the dropout layers'
         generators (:func:`dropout_seed`; without it they are drawn at random).
+    widths : sequence of 7 int, optional
+        Filters of the 5 convolutions and units of the 2 hidden dense layers
+        (:func:`gamornet.core.network.network_layers`); default: the published
+        network.  A saved model of other widths loads back with its own.
 
     Returns
     -------
@@ -89,7 +95,7 @@ def build_keras_model(input_shape, lrn: str = "keras", preprocessing: dict | Non
     x = inputs
     if preprocessing:
         x = PixelScaling(**preprocessing, name="preprocessing")(x)
-    for i, spec in enumerate(LAYERS):
+    for i, spec in enumerate(network_layers(widths)):
         layer_seed = None if seed is None else seed + i
         if spec.kind == "conv":
             layer = keras.layers.Conv2D(
@@ -134,6 +140,11 @@ def weighted_layers(model: keras.Model) -> list:
         if len(layers) != len(names):
             raise ValueError(f"Expected a GaMorNet model with 8 weighted layers; this one has {len(layers)}.") from None
         return layers
+
+
+def model_widths(model: keras.Model) -> tuple[int, ...]:
+    """The widths of a built model's hidden weighted layers (see :func:`build_keras_model`)."""
+    return widths_of((tuple(layer.weights[0].shape), tuple(layer.weights[1].shape)) for layer in weighted_layers(model))
 
 
 def model_lrn_flavor(model: keras.Model) -> str:
@@ -340,7 +351,8 @@ def load_keras_model(path: str, input_shape, lrn: str | None = None, reuse: bool
             and tuple(whole.input_shape[1:]) == tuple(input_shape)):
         model = whole
     else:
-        model = build_keras_model(input_shape, lrn=weights.lrn, preprocessing=weights.preprocessing)
+        model = build_keras_model(input_shape, lrn=weights.lrn, preprocessing=weights.preprocessing,
+                                  widths=weights.widths())
         apply_weights(model, weights, input_shape=tuple(input_shape))
     if reuse:
         _MODELS.put(key, model)

@@ -9,7 +9,14 @@
   as each epoch ends; ``epoch`` counts from 0 as Keras' ``CSVLogger`` writes
   it, with a ``learning_rate`` column: the rate at the end of that epoch),
   ``model_NNNN.keras`` every ``checkpoint_freq`` epochs and the final
-  ``trained_model.keras``, each written atomically.
+  ``trained_model.keras``, each written atomically.  The final model holds
+  the weights without the optimiser's state (about half the size with SGD
+  momentum, a third with Adam; loaded uncompiled) unless ``keep_optimizer``;
+  checkpoints keep the optimiser, so training can continue from them.
+- ``verbose=1``: on a terminal a live bar of each epoch's images, then one
+  line per epoch (images, time, images per second, metrics); written to a
+  file or a pipe only those lines, plain text.  ``verbose=2``: Keras' own
+  line per epoch.
 - Resumable runs (``resume=True``) also write, after every epoch, with early
   stopping ``best_weights.npz``, then the state checkpoint ``last.keras``
   (model and optimiser state, and inside the same archive the epoch's
@@ -41,6 +48,7 @@ import json
 import os
 import re
 import secrets
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -51,9 +59,10 @@ import keras
 import numpy as np
 
 from gamornet.core.files import atomic_path, output_lock, remove_temporaries, resolve_save_dir
+from gamornet.core.progress import CURRENT_STDOUT, epoch_line, is_terminal, progress_bar
 from gamornet.core.validation import check_flag, check_optimizer_args, check_positive_int
 from gamornet.data import Source, check_augment
-from gamornet.keras_backend.backends import backend_name, has_gpu
+from gamornet.keras_backend.frameworks import backend_name, has_gpu
 from gamornet.keras_backend.model import CUSTOM_OBJECTS, check_keras_archive
 
 __all__ = [
@@ -128,6 +137,7 @@ class FitOptions:
     seed: int | None = None
     callbacks: list = field(default_factory=list)
     optimizer: str = "sgd"
+    keep_optimizer: bool = False
 
     def as_json(self) -> dict:
         """The settings as JSON-able values (a callable loss by name; callbacks left out)."""
@@ -146,7 +156,7 @@ def _has_gpu() -> bool:
 def check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss, save_model, verbose,
                       augment=None, schedule=None, plateau_factor=0.1, plateau_patience=10, early_stopping=None,
                       resume=False, mixed_precision=None, steps_per_epoch=None, seed=None,
-                      callbacks=None, optimizer="sgd") -> FitOptions:
+                      callbacks=None, optimizer="sgd", keep_optimizer=False) -> FitOptions:
     """Check every training setting (error style of :mod:`gamornet.utils`); returns :class:`FitOptions`."""
     check_positive_int(epochs, "epochs")
     check_positive_int(checkpoint_freq, "checkpoint_freq", minimum=0)
@@ -154,6 +164,7 @@ def check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, 
     check_flag(nesterov, "nesterov")
     check_flag(save_model, "save_model")
     check_flag(resume, "resume")
+    check_flag(keep_optimizer, "keep_optimizer")
     check_optimizer_args(lr, momentum, decay, nesterov, loss)
     if verbose not in (0, 1, 2, "auto"):
         raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
@@ -186,7 +197,7 @@ def check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, 
     return FitOptions(int(epochs), int(checkpoint_freq), int(batch_size), float(lr), float(momentum), float(decay),
                       bool(nesterov), loss, bool(save_model), verbose, check_augment(augment), schedule,
                       float(plateau_factor), int(plateau_patience), early_stopping, bool(resume), mixed_precision,
-                      steps_per_epoch, seed, callbacks, optimizer)
+                      steps_per_epoch, seed, callbacks, optimizer, bool(keep_optimizer))
 
 
 #: Optimizers ``optimizer=`` accepts: ``sgd`` (GaMorNet's, the default) and ``adam``.
@@ -223,10 +234,27 @@ def mixed_precision_policy(precision: str | None) -> Iterator[None]:
 # --------------------------------------------------------------------------- callbacks and files
 
 
-def _save_model(model: keras.Model, path: str, training_state: dict | None = None) -> None:
-    """Save ``model`` atomically; ``training_state`` (JSON-able) goes into the same archive."""
+def _without_optimizer(model: keras.Model) -> keras.Model:
+    """An uncompiled copy of ``model`` (same layers, configuration and weights), so it saves no optimiser state.
+
+    Keras 3 ``.keras`` files have no ``include_optimizer=False``: a compiled
+    model always saves its optimiser's variables (SGD momentum: one per
+    weight; Adam: two).
+    """
+    with keras.saving.custom_object_scope(CUSTOM_OBJECTS):
+        copy = type(model).from_config(model.get_config())  # unlike clone_model, not compiled
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _save_model(model: keras.Model, path: str, training_state: dict | None = None, optimizer: bool = True) -> None:
+    """Save ``model`` atomically; ``training_state`` (JSON-able) goes into the same archive.
+
+    With ``optimizer=False`` the file holds the model and its weights only
+    (loaded, it is uncompiled).
+    """
     with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
+        (model if optimizer or not model.compiled else _without_optimizer(model)).save(tmp)
         if training_state is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(CHECKPOINT_STATE_ENTRY, json.dumps(training_state))
@@ -341,6 +369,58 @@ class _LearningRateLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def _images_per_epoch(train: Source, steps: int, batch_size: int) -> int:
+    """Training images of an epoch of ``steps`` batches (exact for a finite source read once per epoch)."""
+    try:
+        count = len(train)  # type: ignore[arg-type]
+    except TypeError:
+        return steps * batch_size
+    return count if steps == -(-count // batch_size) else steps * batch_size
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    """``verbose=1``: a live bar of the epoch's images on a terminal, then one plain line per epoch.
+
+    Written to a file or a pipe, only the lines (no escape codes, no
+    carriage returns): see :func:`gamornet.core.progress.epoch_line`.
+    """
+
+    def __init__(self, epochs: int, images: int, batch_size: int, stream=CURRENT_STDOUT):
+        super().__init__()
+        self.epochs, self.images, self.batch_size, self.stream = epochs, images, batch_size, stream
+        self.live = is_terminal(stream)
+        self.bar = None
+        self.started = self.trained = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = self.trained = time.perf_counter()
+        if self.live:
+            self.bar = progress_bar(self.images, label=f"Epoch {epoch + 1}/{self.epochs}", stream=self.stream)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.trained = time.perf_counter()
+        if self.bar is not None:
+            self.bar.update(min((batch + 1) * self.batch_size, self.images))
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        line = epoch_line(epoch, self.epochs, self.images, now - self.started, logs,
+                          train_seconds=self.trained - self.started)
+        if self.bar is not None:
+            self.bar.finish(end="")
+            self.bar = None
+            line = "\r\x1b[K" + line  # replace the bar on the terminal
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _progress(opts: FitOptions, train: Source, steps: int) -> tuple[list, Any]:
+    """``(callbacks, verbose for model.fit)``: GaMorNet's progress for ``verbose=1`` / ``"auto"``, else Keras'."""
+    if opts.verbose in (1, "auto"):
+        return [_EpochProgress(opts.epochs, _images_per_epoch(train, steps, opts.batch_size), opts.batch_size)], 0
+    return [], opts.verbose
 
 
 class _Plateau(keras.callbacks.ReduceLROnPlateau):
@@ -575,7 +655,8 @@ def _fit(build_model: Callable[[], keras.Model], train: Source, val: Source | No
         stateful["early_stopping"] = _EarlyStopping(saved.get("early_stopping") if completed else None, weights,
                                                     monitor=monitor, patience=opts.early_stopping,
                                                     verbose=int(bool(opts.verbose)))
-    callbacks: list = [_LearningRateLog(), *stateful.values()]
+    progress, fit_verbose = _progress(opts, train, steps)
+    callbacks: list = [_LearningRateLog(), *stateful.values(), *progress]
     if train.epoch_variable is not None:
         callbacks.insert(0, _EpochFeed(train.epoch_variable))
     if save_dir is not None:
@@ -595,13 +676,13 @@ def _fit(build_model: Callable[[], keras.Model], train: Source, val: Source | No
             callbacks.append(_RunStateWriter(save_dir, state, stateful))
     try:
         model.fit(train_ds, epochs=opts.epochs, initial_epoch=completed, steps_per_epoch=steps, validation_data=val_ds,
-                  callbacks=callbacks + opts.callbacks, verbose=opts.verbose, shuffle=False)
+                  callbacks=callbacks + opts.callbacks, verbose=fit_verbose, shuffle=False)
     finally:
         close = getattr(train_ds, "close", None)
         if close is not None:  # a generator: stop its reading thread
             close()
     if opts.save_model and save_dir is not None:
-        _save_model(model, os.path.join(save_dir, FINAL_MODEL_FILE))
+        _save_model(model, os.path.join(save_dir, FINAL_MODEL_FILE), optimizer=opts.keep_optimizer)
     if opts.resume:
         state["finished"] = True
         _write_json(os.path.join(save_dir, STATE_FILE), state)
@@ -610,14 +691,20 @@ def _fit(build_model: Callable[[], keras.Model], train: Source, val: Source | No
 
 def _finished_model(save_dir: str, state: dict, opts: FitOptions) -> keras.Model:
     """The model of a run with nothing left to train (saving the final model if the run died before)."""
-    final = os.path.join(save_dir, FINAL_MODEL_FILE)
+    final, checkpoint = os.path.join(save_dir, FINAL_MODEL_FILE), os.path.join(save_dir, STATE_MODEL_FILE)
     if os.path.isfile(final) and state.get("finished"):
-        return _load_checkpoint(final, opts.loss)
-    model = _load_checkpoint(os.path.join(save_dir, STATE_MODEL_FILE), opts.loss)
+        model = _load_checkpoint(final, opts.loss)
+        if model.compiled or not os.path.isfile(checkpoint):
+            return model
+        # saved without its optimiser: the checkpoint's model and optimiser state, with the final weights
+        resumed = _load_checkpoint(checkpoint, opts.loss)
+        resumed.set_weights(model.get_weights())
+        return resumed
+    model = _load_checkpoint(checkpoint, opts.loss)
     best = _load_best_weights(save_dir) if opts.early_stopping else None
     if best is not None:
         model.set_weights(best)
     if opts.save_model:
-        _save_model(model, final)
+        _save_model(model, final, optimizer=opts.keep_optimizer)
     _write_json(os.path.join(save_dir, STATE_FILE), {**state, "finished": True})
     return model

@@ -7,7 +7,8 @@
   :func:`~gamornet.openvino_backend.runtime.load_forward`;
 - :mod:`~gamornet.openvino_backend.store`: converted models on disk (one
   folder per model file, input shape, LRN flavour and versions, written
-  into a temporary folder and renamed into place).
+  into a temporary folder and renamed into place, checked against the
+  checksums recorded when written on every load, pruned by age and size).
 
 Converting needs the Keras model, so it lives in :mod:`gamornet.engines`;
 nothing here imports Keras, TensorFlow, TFLearn, PyTorch or JAX, and

@@ -132,9 +132,9 @@ def compile_options(precision: str, hint: str = PERFORMANCE_HINT) -> dict:
       :class:`OpenVINOForward` splits every batch.
     - :data:`THREADING`: threads not pinned to cores, work shared out
       dynamically (OpenVINO's own defaults pin threads and split work
-      statically, which loses when other processes share the cores: 10-15%
-      on a busy 2-core machine, see the performance page).  Left out where
-      the installed OpenVINO does not know a property.
+      statically, which loses when other processes share the cores; see the
+      performance page of the documentation).  Left out where the
+      installed OpenVINO does not know a property.
     """
     if precision not in OV_PRECISIONS:
         raise ValueError(f"`precision` must be one of {list(OV_PRECISIONS)}. Received: precision={precision!r}")

@@ -3,14 +3,19 @@
 The pipeline, in the order the data flows: :mod:`~gamornet.predict.inputs`
 (one reference per image), :mod:`~gamornet.predict.fits` (reading FITS
 cutouts), :mod:`~gamornet.predict.images` (checks before anything is
-predicted, batches read ahead), the backends' forward passes,
-:mod:`~gamornet.predict.chunks` (finished work kept for resuming) and
-:mod:`~gamornet.predict.tables` (the output table, shards, merging).
-:mod:`~gamornet.predict.files` holds :func:`predict_files`, which runs it.
+predicted, batches read ahead), :mod:`~gamornet.predict.passes` (the
+forward pass: :class:`~gamornet.predict.passes.ForwardSpec` describes it,
+:class:`~gamornet.predict.passes.ForwardPass` runs it on the chosen
+*engine*), :mod:`~gamornet.predict.chunks` (finished work kept for
+resuming) and :mod:`~gamornet.predict.tables` (the output table, shards,
+merging).  :mod:`~gamornet.predict.files` holds :func:`predict_files`,
+which runs it, in this process or on a Dask cluster
+(:mod:`~gamornet.predict.distributed`).
 
-The forward pass runs on the engine and in the precision asked for
+The forward pass runs on the *engine* (what computes the probabilities:
+``keras``, ``openvino`` or ``tflearn``) and in the precision asked for
 (``engine=``, ``precision=``; ``gamornet predict --engine --precision``):
-by default OpenVINO in float32 when ``gamornet[openvino]`` is installed
+by default OpenVINO in float32 where no NVIDIA GPU is visible
 (within float32 rounding of Keras, faster to start, no TensorFlow import
 once the model's conversion is stored), else Keras.  What each choice costs
 in speed, agreement and install size: :mod:`gamornet.engines`.  Every

@@ -28,20 +28,26 @@ replicas and run by ``strategy.run`` inside one ``tf.function``; pass
 
 With ``client=`` (a ``distributed.Client``), steps 4-6 run on a Dask
 cluster, one task per chunk (:mod:`gamornet.predict.distributed`); the rest
-(listing, validation, manifest, lock, table) stays in this process.
+(listing, validation, manifest, lock, table) stays in this process, which
+resolves every path the workers get (model, images, chunk folder) to an
+absolute one.
+
+In code, :func:`predict_files` is: check the arguments
+(:func:`_check_arguments`) -> plan (list, shard, scan, manifest:
+:func:`_plan`) -> run the missing chunks here or on a cluster
+(:func:`_predict`; the forward pass and chunk arrays of
+:mod:`gamornet.predict.passes`) -> table (:func:`_table`).
 """
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import functools
 import hashlib
 import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 from astropy.table import Table
@@ -59,10 +65,11 @@ from gamornet.core.validation import (
     check_number,
     check_positive_int,
 )
-from gamornet.engines import EngineChoice, choose_engine, load_forward
+from gamornet.engines import EngineChoice, choose_engine
 from gamornet.predict.chunks import ChunkStore
 from gamornet.predict.images import ImageReader, scan_images
 from gamornet.predict.inputs import bad_images_error, list_images
+from gamornet.predict.passes import ChunkPlan, ForwardPass, ForwardSpec, aligned_spans, run_chunk
 from gamornet.predict.tables import (
     CHUNKS_SUFFIX,
     SHARED_META,
@@ -75,7 +82,7 @@ from gamornet.predict.tables import (
     write_skipped,
     write_table,
 )
-from gamornet.published.models import is_published_model, resolve_model_path
+from gamornet.published.models import is_published_model
 from gamornet.published.registry import FLAVORS, get_model_info
 from gamornet.weights.paths import fingerprint
 
@@ -110,64 +117,7 @@ def _resolve_model(model, flavor: str, input_shape, policy) -> tuple[str, tuple,
     return path, shape, get_policy(policy)
 
 
-# ---------------------------------------------------------------- backend
-
-
-class _Backend:
-    """The model's forward passes: ``run(images)`` -> dict of (n, 3) arrays (``probs``; ``mean``, ``std``).
-
-    Every forward pass gets a batch of exactly ``batch_size`` rows: the
-    images at the rows given, zeros elsewhere (their outputs are dropped).
-    The kernels a backend picks depend on the batch size, and their
-    arithmetic on a row's position in the batch, but never on the other
-    rows' values; :func:`predict_files` places each image at the same row
-    (its position in the whole run modulo ``batch_size``) in every shard,
-    chunk or resumed run, so those tables are bit-identical to one whole
-    run's.
-    """
-
-    def __init__(self, model: str, flavor: str, shape: tuple, batch_size: int, mc_samples: int, seed: int, strategy,
-                 progress: bool, choice: EngineChoice | None = None):
-        self.mc_samples, self.seed, self.batch_size = mc_samples, seed, batch_size
-        if choice is None:
-            choice = choose_engine(flavor=flavor, mc_samples=mc_samples, strategy=strategy)
-        self.choice = choice
-        path = resolve_model_path(model, flavor, progress=progress)
-        self.forward = load_forward(path, shape, choice, strategy=strategy, source=model, progress=progress)
-
-    def reseed(self, chunk: int) -> None:
-        """Reset the dropout random state to ``seed + chunk``: a chunk's MC passes do not depend on earlier chunks."""
-        if self.mc_samples:
-            self.forward.reseed(self.seed + chunk)
-
-    def run(self, images: np.ndarray, rows: Sequence[int]) -> dict[str, np.ndarray]:
-        """Outputs for ``images`` placed at ``rows`` of one zero-padded batch of ``batch_size``."""
-        n = images.shape[0]
-        if n == 0:
-            empty = np.zeros((0, 3), np.float32)
-            return {"probs": empty, **({"mean": empty, "std": empty} if self.mc_samples else {})}
-        rows = np.asarray(rows, dtype=np.intp)
-        padded = np.zeros((self.batch_size, *images.shape[1:]), np.float32)
-        padded[rows] = images
-        out = {"probs": np.asarray(self.forward(padded), np.float32)[rows]}
-        if self.mc_samples:
-            passes = [np.asarray(self.forward.sample(padded), np.float64)[rows] for _ in range(self.mc_samples)]
-            samples = np.stack(passes)
-            out["mean"] = samples.mean(axis=0).astype(np.float32)
-            out["std"] = samples.std(axis=0).astype(np.float32)
-        return out
-
-
-# ---------------------------------------------------------------- chunks and table
-
-
-def _chunk_arrays(ids: list, results: list[dict], bad: list[tuple], int_ids: bool) -> dict[str, np.ndarray]:
-    arrays = {"ids": np.array(ids, dtype=np.int64 if int_ids else str)}
-    for key in results[0] if results else ("probs",):
-        arrays[key] = np.concatenate([r[key] for r in results]) if results else np.zeros((0, 3), np.float32)
-    arrays["bad_ids"] = np.array([str(i) for i, _ in bad], dtype=str)
-    arrays["bad_reasons"] = np.array([r for _, r in bad], dtype=str)
-    return arrays
+# ---------------------------------------------------------------- table
 
 
 def _build_table(chunks: list[dict], policy: ThresholdPolicy, meta: dict) -> Table:
@@ -202,7 +152,7 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
                   hdu=None, overwrite: bool = False, check_data: bool = False, seed: int = 0,
                   strategy="auto", read_threads: int = 2, prefetch: int = 2,
                   on_chunk: Callable[[int, int], None] | None = None, client=None, workers: int | None = None,
-                  engine: str = "auto", precision: str = "float32") -> Table:
+                  engine: str = "auto", precision: str = "float32", worker_timeout: float = 60.0) -> Table:
     """Classify the galaxies of image files (or an array) into a table.
 
     Parameters
@@ -223,9 +173,10 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         for a model path ``<flavor>_candels`` for CANDELS-shaped input and
         ``<flavor>_sdss`` otherwise.
     output : str, optional
-        Table file, written as ``.ecsv``, ``.csv`` (no metadata), ``.fits``
-        or ``.parquet`` by its ending.  Chunks go to ``<output>.chunks/``,
-        and the table appears, by an atomic rename, only when complete.
+        Table file, written as ``.ecsv``, ``.csv`` (its metadata in the sidecar
+        ``<output>.meta.json``), ``.fits`` or ``.parquet`` by its ending.
+        Chunks go to ``<output>.chunks/``, and the table appears, by an
+        atomic rename, only when complete.
         The run holds ``<output>.lock`` throughout: a second run writing the
         same output (in any process) fails at once with
         :class:`~gamornet.core.files.OutputLockedError`.
@@ -251,8 +202,8 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         ``run_sha256`` (a digest of the model, its file, the input files,
         the shard split and every setting deciding the results) must equal
         this call's, else the resume is refused.  Tables that record no
-        digest (``.csv``, which holds no metadata, and tables of older
-        versions) cannot be checked and are refused too; pass
+        digest (a ``.csv`` table without its ``.meta.json`` sidecar, and
+        tables of older versions) cannot be checked and are refused too; pass
         ``overwrite=True`` to predict them again.  Array inputs are checked
         by shape and dtype only.
     mc_samples : int
@@ -317,10 +268,16 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         TFLearn checkpoint also runs on ``"keras"`` and ``"openvino"``
         (the Keras model with the TFLearn LRN).
     precision : {"float32", "bfloat16"}
-        ``"bfloat16"`` is about twice as fast with OpenVINO on CPUs with
-        native bfloat16 (``avx512_bf16``, ``amx_bf16``), moving
+        ``"bfloat16"`` is faster with OpenVINO on CPUs with native
+        bfloat16 (``avx512_bf16``, ``amx_bf16``; figures on the
+        performance page), moving
         probabilities by up to about 1e-2; elsewhere it warns (OpenVINO
         then computes in float32, Keras emulates bfloat16 slowly).
+    worker_timeout : float
+        With ``client``: seconds the cluster may have no worker (none yet,
+        or the last one lost) before the run ends with
+        :class:`~gamornet.predict.distributed.NoWorkersError`, keeping its
+        complete chunks for ``resume``.
 
     Returns
     -------
@@ -341,6 +298,62 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     rerun reports a failed run (with that error) rather than an
     interrupted one, and ``resume=True`` continues it.
     """
+    settings = _check_arguments(
+        inputs, model, flavor, input_shape, policy, output, batch_size, shard, resume, mc_samples, crop_pad, nan_fill,
+        skip_bad, progress, chunk_size, hdu=hdu, overwrite=overwrite, check_data=check_data, seed=seed,
+        strategy=strategy, read_threads=read_threads, prefetch=prefetch, on_chunk=on_chunk, client=client,
+        workers=workers, engine=engine, precision=precision, worker_timeout=worker_timeout)
+    with output_lock(settings.output):
+        table, bad = _locked_run(settings)
+    if bad:
+        where = f" and {settings.output + SKIPPED_SUFFIX}" if settings.output is not None else ""
+        warnings.warn(f"{len(bad)} bad image(s) skipped, listed in table.meta['skipped']{where}; first: "
+                      f"{bad[0][0]}: {bad[0][1]}", stacklevel=2)
+    return table
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """The checked arguments of one :func:`predict_files` call (model resolved: ``label`` is absolute or a name)."""
+
+    inputs: object
+    label: str
+    shape: tuple
+    rule: ThresholdPolicy
+    flavor: str
+    choice: EngineChoice
+    output: str | None
+    batch_size: int
+    chunk_size: int
+    part: tuple[int, int]
+    resume: bool
+    mc_samples: int
+    seed: int
+    crop_pad: float | None
+    nan_fill: float | None
+    hdu: int | str | None
+    skip_bad: bool
+    check_data: bool
+    overwrite: bool
+    progress: bool
+    strategy: object
+    read_threads: int
+    prefetch: int
+    on_chunk: Callable[[int, int], None] | None
+    client: object
+    worker_timeout: float
+
+    def reader(self) -> ImageReader:
+        """The image reader of the run."""
+        return ImageReader(self.shape, hdu=self.hdu, crop_pad=self.crop_pad, nan_fill=self.nan_fill,
+                           skip_bad=self.skip_bad)
+
+
+def _check_arguments(inputs, model, flavor, input_shape, policy, output, batch_size, shard, resume, mc_samples,
+                     crop_pad, nan_fill, skip_bad, progress, chunk_size, *, hdu, overwrite, check_data, seed, strategy,
+                     read_threads, prefetch, on_chunk, client, workers, engine, precision,
+                     worker_timeout) -> _Settings:
+    """Every argument of :func:`predict_files` checked, before any work (raises naming the argument)."""
     label, shape, rule = _resolve_model(model, flavor, input_shape, policy)
     batch_size = check_positive_int(batch_size, "batch_size")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
@@ -348,7 +361,7 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     seed = check_positive_int(seed, "seed", minimum=0)
     if workers is not None:
         warnings.warn("predict_files(workers=...) is deprecated: it is the number of reader threads, now "
-                      "`read_threads`; worker processes come from `client`.", DeprecationWarning, stacklevel=2)
+                      "`read_threads`; worker processes come from `client`.", DeprecationWarning, stacklevel=3)
         read_threads = check_positive_int(workers, "workers")
     read_threads = check_positive_int(read_threads, "read_threads")
     prefetch = check_positive_int(prefetch, "prefetch", minimum=0)
@@ -362,6 +375,7 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
     part = parse_shard(shard) or (1, 1)
     crop_pad = check_number(crop_pad, "crop_pad", allow_none=True)
     nan_fill = check_number(nan_fill, "nan_fill", allow_none=True)
+    worker_timeout = check_number(worker_timeout, "worker_timeout", low=0, low_open=True)
     hdu = _check_hdu(hdu)
     output = check_output(output)
     if resume and output is None:
@@ -370,77 +384,104 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         from gamornet.predict.distributed import check_cluster_arguments
 
         check_cluster_arguments(client, inputs, strategy)
+    return _Settings(inputs, label, shape, rule, flavor, choice, output, batch_size, chunk_size, part, resume,
+                     mc_samples, seed, crop_pad, nan_fill, hdu, skip_bad, check_data, overwrite, progress, strategy,
+                     read_threads, prefetch, on_chunk, client, worker_timeout)
 
-    with output_lock(output):
-        finished = output is not None and os.path.exists(output) and not os.path.isdir(output + CHUNKS_SUFFIX)
-        if finished and not resume and not overwrite:
-            raise FileExistsError(f"`output` exists; pass overwrite=True (--overwrite) to replace it. "
-                                  f"Received: output={output!r}")
-        refs, bad = list_images(inputs, skip_bad=True)
-        n_total = len(refs)
-        run = {"model": label, "model_file": _model_fingerprint(label), "flavor": flavor, "shape": list(shape),
-               "policy": dataclasses.asdict(rule), "mc": mc_samples, "seed": seed if mc_samples else None,
-               "engine": choice.engine, "precision": choice.precision,
-               "batch_size": min(batch_size, max(n_total, 1)), "crop_pad": crop_pad, "nan_fill": nan_fill,
-               "hdu": hdu, "skip_bad": skip_bad, "n_total": n_total, "inputs_sha256": _inputs_digest(inputs, refs, bad)}
-        meta = {"model": label, "flavor": flavor, "policy": rule.name, "shape": ",".join(map(str, shape)),
-                "mc": mc_samples, "engine": choice.engine, "precision": choice.precision, "version": __version__,
-                "shard": f"{part[0]}/{part[1]}", "ntotal": n_total}
-        if finished and resume:
-            return _finished_table(output, {**meta, "run_sha256": _digest(run)})
 
-        first, stop = shard_bounds(n_total, *part)
-        refs = refs[first:stop]
-        position = {ref.id: first + i for i, ref in enumerate(refs)}
-        good, scan_bad = scan_images(refs, shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=True,
-                                        check_data=check_data, workers=2 * read_threads)
-        bad += scan_bad
-        if bad and not skip_bad:
-            raise bad_images_error(bad)
-        manifest = {**run, "shard": meta["shard"], "chunk_size": chunk_size, "n_images": len(good),
-                    "ids_sha256": _digest([str(r.id) for r in good])}
-        store = ChunkStore(output, manifest, resume, overwrite)
-        try:
-            n_chunks = math.ceil(len(good) / chunk_size)
-            done = store.done()
-            todo = [k for k in range(n_chunks) if k not in done]
-            if todo:
-                make_backend = functools.partial(_Backend, model=model, flavor=flavor, shape=shape,
-                                                 batch_size=run["batch_size"], mc_samples=mc_samples, seed=seed,
-                                                 choice=choice)
-                reader = ImageReader(shape, hdu=hdu, crop_pad=crop_pad, nan_fill=nan_fill, skip_bad=skip_bad)
-                positions = [position[ref.id] for ref in good]
-                if client is None:
-                    _run_chunks(good, positions, todo, n_chunks, chunk_size, make_backend(strategy=strategy,
-                                progress=progress), store, isinstance(inputs, np.ndarray), progress, on_chunk,
-                                reader, read_threads, prefetch)
-                else:
-                    from gamornet.predict.distributed import run_on_cluster
+def _locked_run(s: _Settings) -> tuple[Table, list[tuple]]:
+    """Under the output lock: list and plan, predict the missing chunks, build (and write) the table.
 
-                    run_on_cluster(client, make_backend, reader, good, positions, todo, n_chunks, chunk_size, store,
-                                   progress, on_chunk, read_threads, prefetch)
-            chunks = [store.load(k) for k in range(n_chunks)]
-            for c in chunks:
-                bad += list(zip(c["bad_ids"].tolist(), c["bad_reasons"].tolist()))
-            meta.update(nimages=len(refs), nskipped=len(bad))
-            if bad:
-                meta["skipped"] = [f"{image_id}: {reason}" for image_id, reason in bad]
-            meta["run_sha256"] = _digest(run)
-            table = _build_table(chunks, rule, meta)
-            if output is not None:
-                write_table(table, output)
-                if bad:
-                    write_skipped(output + SKIPPED_SUFFIX, bad)
-                elif os.path.exists(output + SKIPPED_SUFFIX):
-                    os.remove(output + SKIPPED_SUFFIX)
-                store.remove()
-        except Exception as exc:
-            store.fail(exc)
-            raise
+    Returns the table and the bad images skipped (none for a finished table kept by ``resume``).
+    """
+    finished = s.output is not None and os.path.exists(s.output) and not os.path.isdir(s.output + CHUNKS_SUFFIX)
+    if finished and not s.resume and not s.overwrite:
+        raise FileExistsError(f"`output` exists; pass overwrite=True (--overwrite) to replace it. "
+                              f"Received: output={s.output!r}")
+    refs, bad = list_images(s.inputs, skip_bad=True)
+    run, meta = _describe_run(s, refs, bad)
+    if finished and s.resume:
+        return _finished_table(s.output, {**meta, "run_sha256": _digest(run)}), []
+    first, stop = shard_bounds(len(refs), *s.part)
+    plan, store = _plan(s, refs[first:stop], first, bad, run, meta["shard"])
+    try:
+        _predict(s, plan, store, run["batch_size"])
+        table = _table(s, plan, store, bad, meta, run, stop - first)
+    except Exception as exc:
+        store.fail(exc)
+        raise
+    return table, bad
+
+
+def _describe_run(s: _Settings, refs: list, bad: list[tuple]) -> tuple[dict, dict]:
+    """What decides the results (digested into ``run_sha256``), and the table's metadata."""
+    n_total = len(refs)
+    run = {"model": s.label, "model_file": _model_fingerprint(s.label), "flavor": s.flavor, "shape": list(s.shape),
+           "policy": dataclasses.asdict(s.rule), "mc": s.mc_samples, "seed": s.seed if s.mc_samples else None,
+           "engine": s.choice.engine, "precision": s.choice.precision,
+           "batch_size": min(s.batch_size, max(n_total, 1)), "crop_pad": s.crop_pad, "nan_fill": s.nan_fill,
+           "hdu": s.hdu, "skip_bad": s.skip_bad, "n_total": n_total,
+           "inputs_sha256": _inputs_digest(s.inputs, refs, bad)}
+    meta = {"model": s.label, "flavor": s.flavor, "policy": s.rule.name, "shape": ",".join(map(str, s.shape)),
+            "mc": s.mc_samples, "engine": s.choice.engine, "precision": s.choice.precision, "version": __version__,
+            "shard": f"{s.part[0]}/{s.part[1]}", "ntotal": n_total}
+    return run, meta
+
+
+def _plan(s: _Settings, refs: list, first: int, bad: list[tuple], run: dict,
+          shard: str) -> tuple[ChunkPlan, ChunkStore]:
+    """Validate this shard's images (``refs``, from position ``first``), open the chunk store, list what is left.
+
+    Bad images found are appended to ``bad``; without ``skip_bad`` they raise.
+    """
+    position = {ref.id: first + i for i, ref in enumerate(refs)}
+    good, scan_bad = scan_images(refs, s.shape, hdu=s.hdu, crop_pad=s.crop_pad, nan_fill=s.nan_fill, skip_bad=True,
+                                 check_data=s.check_data, workers=2 * s.read_threads)
+    bad += scan_bad
+    if bad and not s.skip_bad:
+        raise bad_images_error(bad)
+    manifest = {**run, "shard": shard, "chunk_size": s.chunk_size, "n_images": len(good),
+                "ids_sha256": _digest([str(r.id) for r in good])}
+    store = ChunkStore(s.output, manifest, s.resume, s.overwrite)
+    n_chunks = math.ceil(len(good) / s.chunk_size)
+    done = store.done()
+    todo = [k for k in range(n_chunks) if k not in done]
+    return ChunkPlan(good, [position[ref.id] for ref in good], todo, n_chunks, s.chunk_size), store
+
+
+def _predict(s: _Settings, plan: ChunkPlan, store: ChunkStore, batch_size: int) -> None:
+    """Predict the chunks still to do, in this process or on the cluster of ``s.client``."""
+    if not plan.todo:
+        return
+    spec = ForwardSpec.describe(s.label, s.flavor, s.shape, s.choice, batch_size, s.mc_samples, s.seed)
+    if s.client is None:
+        _run_chunks(plan, ForwardPass(spec, strategy=s.strategy, progress=s.progress), store,
+                    isinstance(s.inputs, np.ndarray), s.progress, s.on_chunk, s.reader(), s.read_threads, s.prefetch)
+        return
+    from gamornet.predict.distributed import ClusterRun, run_on_cluster
+
+    run = ClusterRun.describe(spec, s.reader(), store, s.read_threads, s.prefetch)
+    run_on_cluster(s.client, run, plan, store, s.progress, s.on_chunk, worker_timeout=s.worker_timeout)
+
+
+def _table(s: _Settings, plan: ChunkPlan, store: ChunkStore, bad: list[tuple], meta: dict, run: dict,
+           n_images: int) -> Table:
+    """The table of the complete chunks (written to ``s.output``, the chunks then removed)."""
+    chunks = [store.load(k) for k in range(plan.n_chunks)]
+    for c in chunks:
+        bad += list(zip(c["bad_ids"].tolist(), c["bad_reasons"].tolist()))
+    meta.update(nimages=n_images, nskipped=len(bad))
     if bad:
-        where = f" and {output + SKIPPED_SUFFIX}" if output is not None else ""
-        warnings.warn(f"{len(bad)} bad image(s) skipped, listed in table.meta['skipped']{where}; first: "
-                      f"{bad[0][0]}: {bad[0][1]}", stacklevel=2)
+        meta["skipped"] = [f"{image_id}: {reason}" for image_id, reason in bad]
+    meta["run_sha256"] = _digest(run)
+    table = _build_table(chunks, s.rule, meta)
+    if s.output is not None:
+        write_table(table, s.output)
+        if bad:
+            write_skipped(s.output + SKIPPED_SUFFIX, bad)
+        elif os.path.exists(s.output + SKIPPED_SUFFIX):
+            os.remove(s.output + SKIPPED_SUFFIX)
+        store.remove()
     return table
 
 
@@ -462,9 +503,9 @@ def _finished_table(output: str, meta: dict) -> Table:
     recorded = normalise_meta(table.meta)
     if "run_sha256" not in recorded:
         raise ValueError(f"Cannot resume: {output} is a finished table that records no run digest (a CSV table "
-                         "holds no metadata, and older versions recorded none), so it cannot be checked against "
-                         "these arguments. Use it as it is, or pass overwrite=True (--overwrite) to predict it again. "
-                         "Received: resume=True")
+                         "without its .meta.json sidecar, or a table of an older version), so it cannot be checked "
+                         "against these arguments. Use it as it is, or pass overwrite=True (--overwrite) to predict it "
+                         "again. Received: resume=True")
     differ = [f"{key} is {recorded.get(key)!r} there, {meta[key]!r} now" for key in (*SHARED_META, "shard")
               if key != "version" and str(recorded.get(key)) != str(meta[key])]
     if differ or recorded["run_sha256"] != meta["run_sha256"]:
@@ -475,48 +516,20 @@ def _finished_table(output: str, meta: dict) -> Table:
     return table
 
 
-def _aligned_spans(positions: Sequence[int], start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
-    """Split ``[start, stop)`` into runs of images whose run positions fall in one aligned block of ``batch_size``."""
-    spans = []
-    while start < stop:
-        end = bisect.bisect_left(positions, (positions[start] // batch_size + 1) * batch_size, start, stop)
-        spans.append((start, end))
-        start = end
-    return spans
+def _run_chunks(plan: ChunkPlan, forward: ForwardPass, store: ChunkStore, int_ids: bool, progress: bool, on_chunk,
+                reader: ImageReader, read_threads: int, prefetch: int) -> None:
+    """Predict the chunks ``plan.todo`` in this process, saving each when complete.
 
-
-def _predict_chunk(k: int, spans: Sequence[tuple[int, int]], batches, backend: _Backend, rows: dict,
-                   int_ids: bool, advance: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of chunk ``k``: one batch of ``batches`` per span of ``spans``, each image at ``rows[id]``."""
-    backend.reseed(k)
-    ids, results, bad = [], [], []
-    for start, stop in spans:
-        batch = next(batches)
-        ids += batch.ids
-        bad += batch.bad
-        results.append(backend.run(batch.images, [rows[i] for i in batch.ids]))
-        if advance is not None:
-            advance(stop - start)
-    return _chunk_arrays(ids, results, bad, int_ids)
-
-
-def _run_chunks(good: Sequence, positions: Sequence[int], todo: Sequence[int], n_chunks: int, chunk_size: int,
-                backend: _Backend, store: ChunkStore, int_ids: bool, progress: bool, on_chunk, reader,
-                read_threads: int, prefetch: int) -> None:
-    """Predict the chunks ``todo`` of ``good`` in this process, saving each when complete.
-
-    Chunk ``k`` is ``good[k * chunk_size : (k + 1) * chunk_size]``.
-    ``positions[i]`` is the place of ``good[i]`` in the whole run's sorted
-    image list; an image goes to row ``position % batch_size`` of the
-    aligned block holding its position (see :meth:`_Backend.run`).
+    An image goes to row ``position % batch_size`` of the aligned block
+    holding its position (see :class:`gamornet.predict.passes.ForwardPass`).
     """
-    spans_per_chunk = [_aligned_spans(positions, k * chunk_size, min((k + 1) * chunk_size, len(good)),
-                                      backend.batch_size) for k in todo]
-    rows = {ref.id: position % backend.batch_size for ref, position in zip(good, positions)}
+    good, positions = plan.good, plan.positions
+    spans_per_chunk = [aligned_spans(positions, *plan.bounds(k), forward.batch_size) for k in plan.todo]
+    rows = {ref.id: position % forward.batch_size for ref, position in zip(good, positions)}
     remaining = sum(stop - start for spans in spans_per_chunk for start, stop in spans)
-    bar = progress_bar(remaining, progress, label=f"Predicting {remaining} images ({backend.choice.label})")
+    bar = progress_bar(remaining, progress, label=f"Predicting {remaining} images ({forward.choice.label})")
     batches = reader.batches(good, [s for spans in spans_per_chunk for s in spans], prefetch, read_threads)
-    count, finished = 0, n_chunks - len(todo)
+    count, finished = 0, plan.n_chunks - len(plan.todo)
 
     def advance(n: int) -> None:
         nonlocal count
@@ -524,13 +537,11 @@ def _run_chunks(good: Sequence, positions: Sequence[int], todo: Sequence[int], n
         bar.update(count)
 
     try:
-        for k, spans in zip(todo, spans_per_chunk):
-            store.save(k, _predict_chunk(k, spans, batches, backend, rows, int_ids, advance))
+        for k, spans in zip(plan.todo, spans_per_chunk):
+            store.save(k, run_chunk(k, spans, batches, forward, rows, int_ids, advance))
             finished += 1
             if on_chunk is not None:
-                on_chunk(finished, n_chunks)
+                on_chunk(finished, plan.n_chunks)
     finally:
         batches.close()
     bar.finish()
-
-

@@ -8,8 +8,8 @@ float32, 32 and 64-bit integers in float64, floats in their own width;
 signed-byte and unsigned-integer conventions exactly), so a file gives the
 same pixels whichever way it is read.  Plain files (uncompressed, no
 ``BLANK``, no duplicated layout or scaling keyword) are read directly: their
-headers are walked here and the pixels read with one ``numpy.fromfile``, over
-ten times faster than opening them with astropy; gzip, tile-compressed
+headers are walked here and the pixels read with one ``numpy.fromfile``, much
+faster than opening them with astropy (figures on the performance page); gzip, tile-compressed
 (``.fz``), ``BLANK`` and other files are read by astropy.  Before anything is
 predicted, :func:`scan_fits` checks that a file holds the bytes its header
 announces (not checkable inside gzip).

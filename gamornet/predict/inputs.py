@@ -25,8 +25,8 @@ Accepted layouts
   conventions exactly), so a file gives the same pixels whichever way it is
   read.  Plain files (uncompressed, no ``BLANK``, no duplicated layout or
   scaling keyword) are read directly: their headers are walked here and the
-  pixels read with one ``numpy.fromfile``, over ten times faster than
-  opening them with astropy; gzip, tile-compressed (``.fz``), ``BLANK`` and
+  pixels read with one ``numpy.fromfile``, much faster than opening
+  them with astropy (figures on the performance page); gzip, tile-compressed (``.fz``), ``BLANK`` and
   other files are read by astropy.
 - Directories: their image files (the suffixes above, ``.npy``), not recursive.
 - Glob patterns (``**`` recursive): the matching image files.

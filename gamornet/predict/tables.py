@@ -1,16 +1,18 @@
-"""Prediction tables: their formats, reading and writing, shards, and merging the shards of a catalogue.
+"""Prediction tables: shards, and merging the shard tables of a catalogue.
 
-- A table is written by its file ending (:data:`OUTPUT_FORMATS`) under a
-  temporary name and renamed into place (:func:`write_table`).
+- Tables are read and written by their file ending with
+  :func:`gamornet.core.tables.read_table` and
+  :func:`gamornet.core.tables.write_table` (also importable from here); a
+  ``.csv`` table keeps its metadata in the sidecar ``<table>.csv.meta.json``.
 - ``--shard I/N`` predicts the I-th of N contiguous blocks of a catalogue
   (:func:`parse_shard`, :func:`shard_bounds`); :func:`merge_tables` joins the
-  shard tables, checking that they belong together.
+  shard tables, checking that they belong together: the same settings,
+  engine and precision, and the same run digest (``run_sha256``).
 """
 
 from __future__ import annotations
 
 import csv
-import errno
 import os
 import warnings
 from collections.abc import Iterable
@@ -18,22 +20,21 @@ from collections.abc import Iterable
 import numpy as np
 from astropy.table import Table, vstack
 
-from gamornet.core.files import atomic_path, output_error, output_lock
+from gamornet.core.files import atomic_path, output_lock
+from gamornet.core.tables import (  # re-exported: the names' former home
+    META_SUFFIX,
+    OUTPUT_FORMATS,  # noqa: F401
+    check_output,
+    normalise_meta,
+    output_format,
+    read_table,
+    write_table,
+)
 from gamornet.core.validation import check_flag
 
-__all__ = ["OUTPUT_FORMATS", "CHUNKS_SUFFIX", "SKIPPED_SUFFIX", "SHARED_META", "output_format", "check_output",
-           "read_table", "write_table", "write_skipped", "parse_shard", "shard_bounds", "merge_tables",
-           "normalise_meta"]
+__all__ = ["CHUNKS_SUFFIX", "SKIPPED_SUFFIX", "SHARED_META", "write_skipped", "parse_shard", "shard_bounds",
+           "merge_tables"]
 
-#: Table formats by file ending.
-OUTPUT_FORMATS: dict[str, str] = {
-    ".ecsv": "ascii.ecsv",
-    ".csv": "ascii.csv",
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fits.gz": "fits",
-    ".parquet": "parquet",
-}
 #: Sidecar directory of an unfinished run: ``<output>.chunks``.
 CHUNKS_SUFFIX = ".chunks"
 #: Skipped images of a run with ``skip_bad``: ``<output>.skipped.csv``.
@@ -42,82 +43,8 @@ SKIPPED_SUFFIX = ".skipped.csv"
 SHARED_META = ("model", "flavor", "policy", "shape", "mc", "engine", "precision", "version", "ntotal")
 #: Metadata naming what computed the probabilities: tables recording it never merge with tables lacking it.
 _COMPUTED_BY = ("engine", "precision")
-_META_KEYS = (*SHARED_META, "shard", "shards", "nimages", "nskipped", "skipped", "run_sha256")
-
-
-def output_format(path, name: str = "output") -> tuple[str, str]:
-    """``(ending, astropy format)`` of a table path, by its ending."""
-    lower = os.fspath(path).lower() if isinstance(path, (str, os.PathLike)) else ""
-    for ending, fmt in sorted(OUTPUT_FORMATS.items(), key=lambda item: -len(item[0])):
-        if lower.endswith(ending):
-            if fmt == "parquet":
-                try:
-                    import pyarrow  # noqa: F401
-                except ImportError:
-                    raise ValueError(f"`{name}`: writing .parquet needs pyarrow (pip install pyarrow). "
-                                     f"Received: {name}={path!r}") from None
-            return ending, fmt
-    raise ValueError(f"`{name}` must end in one of {list(OUTPUT_FORMATS)}. Received: {name}={path!r}")
-
-
-def check_output(output, name: str = "output") -> str | None:
-    """Check a table path to be written: a path with a known ending, in an existing directory; None stays None.
-
-    Raises
-    ------
-    TypeError
-        If ``output`` is not a path.
-    ValueError
-        For an unknown ending, or a path naming a directory.
-    FileNotFoundError
-        If its directory does not exist.
-    """
-    if output is None:
-        return None
-    if not isinstance(output, (str, os.PathLike)) or not os.fspath(output):
-        raise TypeError(f"`{name}` must be a file path (str or os.PathLike) or None. Received: {name}={output!r}")
-    output = os.fspath(output)
-    output_format(output, name)
-    if os.path.isdir(output):
-        raise ValueError(f"`{name}` is a directory; give a table file path. Received: {name}={output!r}")
-    directory = os.path.dirname(os.path.abspath(output))
-    if os.path.exists(directory) and not os.path.isdir(directory):  # a file where the folder must be
-        raise output_error(OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)), directory)
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"`{name}`: directory {directory!r} does not exist. Received: {name}={output!r}")
-    return output
-
-
-def write_table(table: Table, path: str) -> None:
-    """Write ``table`` by the file's ending, through a temporary file renamed into place."""
-    ending, fmt = output_format(path)
-    with atomic_path(path, suffix=ending) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # astropy's notes on long FITS keyword values
-            table.write(tmp, format=fmt, overwrite=True)
-
-
-def read_table(path) -> Table:
-    """Read a table written by :func:`gamornet.predict_files` or :func:`gamornet.merge_tables`, by its ending.
-
-    Parquet files are read with pyarrow alone (astropy's reader also needs pandas).
-    """
-    fmt = output_format(path, "path")[1]
-    if fmt != "parquet":
-        table = Table.read(path, format=fmt)
-        table.convert_bytestring_to_unicode()  # FITS gives bytes
-        return table
-    import pyarrow.parquet as pq
-    from astropy.table.meta import get_header_from_yaml
-
-    data = pq.read_table(path)
-    raw = (data.schema.metadata or {}).get(b"table_meta_yaml")
-    meta = get_header_from_yaml(raw.decode().split("\n")).get("meta", {}) if raw else {}
-    columns = {}
-    for name in data.column_names:
-        values = data.column(name).to_numpy(zero_copy_only=False)
-        columns[name] = values.astype(str) if values.dtype == object else values
-    return Table(columns, meta=dict(meta))
+#: Formats whose tables carry the metadata that merging checks.
+_MERGEABLE = f".ecsv, .fits, .fits.gz, .parquet, or .csv with its {META_SUFFIX} sidecar (as predict_files writes it)"
 
 
 def write_skipped(path: str, bad: list[tuple]) -> None:
@@ -158,28 +85,26 @@ def shard_bounds(n_items: int, i: int, n: int) -> tuple[int, int]:
 # ---------------------------------------------------------------- merge
 
 
-def normalise_meta(meta) -> dict:
-    out = {str(k).lower(): v for k, v in meta.items() if str(k).lower() in _META_KEYS}
-    if "skipped" in out and isinstance(out["skipped"], str):
-        out["skipped"] = [out["skipped"]]
-    return out
-
-
 def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     """Join the shard tables of one catalogue into one table.
 
-    Checks that every table has the same columns (with an ``id`` column) and
+    Checks that every table has the same columns (with an ``id`` column),
     the same shared metadata (model, flavor, policy, shape, mc, engine,
-    precision, version, ntotal), that no id appears twice and no shard twice.  Tables are
-    stacked in shard order, which for a complete set of shards gives the
-    table of an unsharded run (its ``shard`` metadata then reads ``1/1``,
-    and ``run_sha256`` is kept when every shard records the same one); an
-    incomplete set is merged with a warning naming the missing shards.
+    precision, version, ntotal) and the same run digest (``run_sha256``:
+    the model file, the input files and the settings), that no id appears
+    twice and no shard twice.  Tables are stacked in shard order, which for a
+    complete set of shards gives the table of an unsharded run (its ``shard``
+    metadata then reads ``1/1``, and ``run_sha256`` is kept when every shard
+    records it); an incomplete set is merged with a warning naming the
+    missing shards.
 
     Parameters
     ----------
     paths : str or sequence of str
-        Shard tables (any format :func:`predict_files` writes).
+        Shard tables (any format :func:`predict_files` writes).  A ``.csv``
+        table needs its metadata sidecar ``<table>.csv.meta.json`` (see
+        :func:`gamornet.core.tables.write_table`); one without it is refused,
+        as is any table without metadata.
     output : str, optional
         Where to write the merged table (by its ending, atomically, holding
         ``<output>.lock`` while it is written).
@@ -189,6 +114,13 @@ def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     Returns
     -------
     astropy.table.Table
+
+    Raises
+    ------
+    ValueError
+        For tables that do not belong together (naming the two files and
+        what differs), a table without ids or metadata, an id or a shard
+        given twice.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -218,15 +150,24 @@ def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     return merged
 
 
-def _merge(paths: list) -> Table:
-    tables = []
-    for path in paths:
-        table = read_table(path)
-        if "id" not in table.colnames:
-            raise ValueError(f"`paths`: {os.fspath(path)!r} has no `id` column (columns {table.colnames}); it is not a "
-                             f"table written by predict_files. Received: paths={paths!r}")
-        table.meta = normalise_meta(table.meta)
-        tables.append(table)
+def _read_shard(path, paths: list) -> Table:
+    """A shard table with its normalised metadata; refuses a table without ids or without metadata."""
+    table = read_table(path, "paths")
+    if "id" not in table.colnames:
+        raise ValueError(f"`paths`: {os.fspath(path)!r} has no `id` column (columns {table.colnames}); it is not a "
+                         f"table written by predict_files. Received: paths={paths!r}")
+    table.meta = normalise_meta(table.meta)
+    if not table.meta:
+        what = (f"a .csv table without its metadata sidecar {os.fspath(path) + META_SUFFIX!r} (or changed since it "
+                f"was written)" if output_format(path, "paths")[1] == "ascii.csv" else "a table without metadata")
+        raise ValueError(f"`paths`: {os.fspath(path)!r} is {what}, so it cannot be checked to belong with the other "
+                         f"shards (model, settings, engine, precision, run digest). Tables that merge safely: "
+                         f"{_MERGEABLE}. Received: paths={paths!r}")
+    return table
+
+
+def _check_agree(paths: list, tables: list[Table]) -> None:
+    """Refuse tables whose columns, shared metadata or run digests differ from the first table's."""
     first, first_path = tables[0], paths[0]
     for path, table in zip(paths[1:], tables[1:]):
         if table.colnames != first.colnames:
@@ -241,6 +182,18 @@ def _merge(paths: list) -> Table:
                 value = first.meta.get(key, table.meta.get(key))
                 raise ValueError(f"Cannot merge: {key} is {value!r} in {recorded} but not recorded in {missing} "
                                  f"(a table of an earlier version, computed by another engine or precision)")
+        digests = (first.meta.get("run_sha256"), table.meta.get("run_sha256"))
+        if None not in digests and digests[0] != digests[1]:
+            raise ValueError(f"Cannot merge: {first_path} and {path} are tables of different runs (run_sha256 "
+                             f"{digests[0]} and {digests[1]}): the model file, the input files or a setting "
+                             f"(batch_size, crop_pad, nan_fill, hdu, skip_bad, seed, policy thresholds) changed "
+                             f"between them. Predict all shards again with the same model and settings")
+
+
+def _merge(paths: list) -> Table:
+    tables = [_read_shard(path, paths) for path in paths]
+    _check_agree(paths, tables)
+    first = tables[0]
     order, meta = _check_shards(paths, tables), dict(first.meta)
     paths, tables = [paths[i] for i in order], [tables[i] for i in order]
     ids = np.concatenate([np.asarray(t["id"]).astype(str) for t in tables])

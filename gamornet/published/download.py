@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
+import functools
 import glob
 import hashlib
 import logging
@@ -34,7 +35,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from gamornet.core.progress import CURRENT_STDERR
@@ -49,6 +50,7 @@ __all__ = [
     "check_relative_path",
     "parse_urls",
     "fetch_group",
+    "download_action",
     "group_signature",
 ]
 
@@ -345,6 +347,11 @@ def fetch_group(
 ) -> list[Path]:
     """Fetch files of one folder into the cache ``root``, all or none; return their cache paths.
 
+    :func:`download_action` first decides what to do with the cache (use
+    it, download, repair); then, under a lock, each source is tried in turn
+    until one gives every file: a download per file with retries, its SHA-256
+    and ``validate`` checks passed to it as callbacks.
+
     Parameters
     ----------
     label : str
@@ -387,37 +394,99 @@ def fetch_group(
     """
     sha256 = dict(sha256 or {})
     dests = [root / rel for rel in relative_paths]
-    damage = None
-    if all(d.is_file() for d in dests):
-        damage = _cached_problem(relative_paths, dests, sha256, validate, recheck, verify)
-        if damage is None:
-            return dests
-        where = "\n".join(f"  {d}" for d in dests)
-        if offline:
-            raise DownloadError(
-                f"The cached copy of {label} is damaged ({damage}) and {offline_note}, so it was not "
-                f"downloaded again. Cache path(s):\n{where}\nAllow network access to download it again, or "
-                f"replace the file(s) with good copies. {help}".rstrip()
-            )
-        log.warning("The cached copy of %s is damaged (%s); downloading it again.", label, damage)
-        if progress:
-            print(f"The cached copy of {label} is damaged ({damage}); downloading it again.", file=sys.stderr,
-                  flush=True)
-    elif offline:
-        missing = "\n".join(f"  {d}" for d in dests if not d.is_file())
-        raise DownloadError(
-            f"{label} is not in the cache and {offline_note}, so nothing was downloaded. Missing:\n"
-            f"{missing}\nAllow network access to download it. {help}".rstrip()
-        )
-    bases = urls
     folder = dests[0].parent
     if any(d.parent != folder for d in dests):
-        raise ValueError("files fetched together must share one folder")
+        raise ValueError(f"`relative_paths` must share one folder. Received: relative_paths={relative_paths!r}")
+
+    def cached_problem() -> str | None:
+        return _cached_problem(relative_paths, dests, sha256, validate, recheck, verify)
+
+    action, damage = download_action(label, dests, cached_problem, offline=offline, offline_note=offline_note,
+                                     help=help, progress=progress)
+    if action == "use":
+        return dests
     _writable(root, folder, cache_hint)
-    stem = dests[0].name.split(".")[0] or dests[0].name
+    with _cache_lock(root, relative_paths[0], label, progress=progress, cache_hint=cache_hint):
+        if all(d.is_file() for d in dests) and (action == "download" or cached_problem() is None):
+            return dests  # another process fetched (or repaired) them meanwhile
+        stem = dests[0].name.split(".")[0] or dests[0].name
+        for stale in folder.glob(f".{glob.escape(stem)}.*{_TEMP_SUFFIX}"):  # left by a killed process
+            shutil.rmtree(stale, ignore_errors=True)
+        check_digest = functools.partial(_check_digest, sha256)
+        failures: list[tuple[str, str]] = []
+        for base in urls:
+            failure = _fetch_from(base, dict(zip(relative_paths, dests)), check_digest=check_digest,
+                                  validate=validate, display=display or relative_paths[0], stem=stem,
+                                  transfer={"timeout": timeout, "retries": retries, "backoff": backoff,
+                                            "progress": progress}, cache_hint=cache_hint)
+            if failure is None:
+                return dests
+            failures.append(failure)
+            _say(progress, f"  failed: {failure[1]}")
+    message = _failure_message(label, failures, dests, help)
+    if damage is not None:
+        message = f"{message}\nThe cached copy there is damaged ({damage}) and was left as it was."
+    raise DownloadError(message)
+
+
+def download_action(label: str, dests: list[Path], cached_problem: Callable[[], str | None], *, offline: bool,
+                    offline_note: str, help: str, progress: bool) -> tuple[str, str | None]:
+    """What to do with the cached copy of a group of files, before any lock or network access.
+
+    Parameters
+    ----------
+    label : str
+        What the files are, for messages.
+    dests : list of pathlib.Path
+        The cache paths of the files.
+    cached_problem : callable
+        Called without arguments when every file is in the cache: why they
+        cannot be used, or ``None`` when they are sound.
+    offline, offline_note, help, progress
+        As for :func:`fetch_group`.
+
+    Returns
+    -------
+    tuple
+        ``(action, damage)``: action ``"use"`` (the cached files are sound),
+        ``"download"`` (some are missing) or ``"repair"`` (the cached copy is
+        damaged; ``damage`` says how, else ``None``).
+
+    Raises
+    ------
+    DownloadError
+        If the files would have to be fetched while ``offline`` is on.
+    """
+    if not all(d.is_file() for d in dests):
+        if offline:
+            missing = "\n".join(f"  {d}" for d in dests if not d.is_file())
+            raise DownloadError(
+                f"{label} is not in the cache and {offline_note}, so nothing was downloaded. Missing:\n"
+                f"{missing}\nAllow network access to download it. {help}".rstrip()
+            )
+        return "download", None
+    damage = cached_problem()
+    if damage is None:
+        return "use", None
+    if offline:
+        where = "\n".join(f"  {d}" for d in dests)
+        raise DownloadError(
+            f"The cached copy of {label} is damaged ({damage}) and {offline_note}, so it was not "
+            f"downloaded again. Cache path(s):\n{where}\nAllow network access to download it again, or "
+            f"replace the file(s) with good copies. {help}".rstrip()
+        )
+    log.warning("The cached copy of %s is damaged (%s); downloading it again.", label, damage)
+    if progress:
+        print(f"The cached copy of {label} is damaged ({damage}); downloading it again.", file=sys.stderr, flush=True)
+    return "repair", damage
+
+
+@contextlib.contextmanager
+def _cache_lock(root: Path, name: str, label: str, *, progress: bool, cache_hint: str) -> Iterator[None]:
+    """Hold the lock of the files named ``name`` in the cache ``root`` (waiting for another process)."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(root / ".locks" / (relative_paths[0].replace("/", "--") + ".lock")))
+    lock = FileLock(str(root / ".locks" / (name.replace("/", "--") + ".lock")))
     try:
         try:
             lock.acquire(timeout=1)
@@ -427,52 +496,66 @@ def fetch_group(
     except OSError as exc:
         raise CacheDirError(f"Cannot lock the cache {root} ({exc}). {cache_hint}") from None
     try:
-        if all(d.is_file() for d in dests) and (  # another process finished (or repaired) it meanwhile
-            damage is None or _cached_problem(relative_paths, dests, sha256, validate, recheck, verify) is None
-        ):
-            return dests
-        for stale in folder.glob(f".{glob.escape(stem)}.*{_TEMP_SUFFIX}"):  # left by a killed process; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        failures: list[tuple[str, str]] = []
-        for base in bases:
-            try:
-                tmpdir = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=_TEMP_SUFFIX, dir=folder))
-            except OSError as exc:
-                raise CacheDirError(f"Cannot write into the cache {folder} ({exc}). {cache_hint}") from None
-            url = _join(base, display or relative_paths[0])
-            try:
-                tmp = {rel: tmpdir / d.name for rel, d in zip(relative_paths, dests)}
-                for rel in relative_paths:
-                    url = _join(base, rel)
-                    _say(progress, f"Downloading {url}")
-                    digest = _download(
-                        url, tmp[rel], timeout=timeout, retries=retries, backoff=backoff, progress=progress
-                    )
-                    expected = sha256.get(rel)
-                    if expected and digest != expected.lower():
-                        raise _Failure(f"SHA-256 mismatch: expected {expected.lower()}, got {digest}")
-                if validate is not None:
-                    url = _join(base, display or relative_paths[0])
-                    validate(tmp)
-                for rel, dest in zip(relative_paths, dests):
-                    os.replace(tmp[rel], dest)
-                _remember_checked(dests)
-                return dests
-            except _Failure as exc:
-                failures.append((url, str(exc)))
-            except ValueError as exc:
-                failures.append((url, f"content check failed: {exc}"))
-            except _LocalWriteError as exc:
-                raise CacheDirError(f"{exc}. Free some space. {cache_hint}") from None
-            finally:
-                shutil.rmtree(tmpdir, ignore_errors=True)
-            _say(progress, f"  failed: {failures[-1][1]}")
-        message = _failure_message(label, failures, dests, help)
-        if damage is not None:
-            message = f"{message}\nThe cached copy there is damaged ({damage}) and was left as it was."
-        raise DownloadError(message)
+        yield
     finally:
         lock.release()
+
+
+def _check_digest(sha256: Mapping[str, str], relative_path: str, digest: str) -> None:
+    """Reject a downloaded file whose SHA-256 ``digest`` is not the expected one (where one is known)."""
+    expected = sha256.get(relative_path)
+    if expected and digest != expected.lower():
+        raise _Failure(f"SHA-256 mismatch: expected {expected.lower()}, got {digest}")
+
+
+def _fetch_from(base: str, dests: dict[str, Path], *, check_digest: Callable[[str, str], None],
+                validate: Callable[[dict[str, Path]], None] | None, display: str, stem: str,
+                transfer: dict, cache_hint: str) -> tuple[str, str] | None:
+    """Fetch every file of ``dests`` (relative path -> cache path) from the source ``base``, all or none.
+
+    Each file is downloaded into a temporary folder next to the cache paths
+    and passed to ``check_digest(relative_path, sha256)``; then the group is
+    passed to ``validate`` and only then moved in.  ``transfer`` holds the
+    keyword arguments of :func:`_download` (timeout, retries, backoff, progress).
+
+    Returns
+    -------
+    tuple or None
+        ``None`` once the files are in place, else ``(url, reason)`` of the
+        failure (the caller tries the next source).
+
+    Raises
+    ------
+    CacheDirError
+        If the cache cannot be written (no other source would help).
+    """
+    folder = next(iter(dests.values())).parent
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=_TEMP_SUFFIX, dir=folder))
+    except OSError as exc:
+        raise CacheDirError(f"Cannot write into the cache {folder} ({exc}). {cache_hint}") from None
+    url = _join(base, display)
+    try:
+        tmp = {rel: tmpdir / dest.name for rel, dest in dests.items()}
+        for rel in dests:
+            url = _join(base, rel)
+            _say(transfer["progress"], f"Downloading {url}")
+            check_digest(rel, _download(url, tmp[rel], **transfer))
+        if validate is not None:
+            url = _join(base, display)
+            validate(tmp)
+        for rel, dest in dests.items():
+            os.replace(tmp[rel], dest)
+        _remember_checked(list(dests.values()))
+        return None
+    except _Failure as exc:
+        return url, str(exc)
+    except ValueError as exc:
+        return url, f"content check failed: {exc}"
+    except _LocalWriteError as exc:
+        raise CacheDirError(f"{exc}. Free some space. {cache_hint}") from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 #: Cached files found sound in this process: tuple of paths -> their sizes, mtimes and inodes.

@@ -12,14 +12,15 @@ import numpy as np
 from gamornet.core.network import CLASS_NAMES
 
 __all__ = ["SurveyConfig", "SURVEYS", "get_config", "draw_parameters", "label_index_from_bt", "PARAM_NAMES",
-           "BT_BOUNDS", "derived_quantities"]
+           "PARAM_UNITS", "BT_BOUNDS", "derived_quantities"]
 
 #: Catalog columns with the generating parameters, in order.
 PARAM_NAMES: tuple[str, ...] = (
     "disk_mag", "bulge_mag", "disk_re", "bulge_re", "disk_q", "bulge_q",
     "disk_pa", "bulge_pa", "disk_x", "disk_y", "bulge_x", "bulge_y",
 )
-_UNITS = {"mag": "mag", "re": "pix", "pa": "deg", "x": "pix", "y": "pix", "flux": "ct"}
+#: Unit of a catalog column by the last word of its name (``disk_re`` is in ``pix``); ``q`` and ``bt`` have none.
+PARAM_UNITS: dict[str, str] = {"mag": "mag", "re": "pix", "pa": "deg", "x": "pix", "y": "pix", "flux": "ct"}
 _RANGE_FIELDS = (
     "disk_re", "bulge_re", "disk_q", "bulge_q", "disk_mag", "bulge_delta",
     "disk_pa", "bulge_pa_offset", "centre", "bt_range",

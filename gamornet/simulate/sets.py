@@ -19,7 +19,14 @@ import numpy as np
 from gamornet.core.files import OUTPUT_ERROR_FLAG, atomic_path, make_output_dir, output_error
 from gamornet.core.progress import CURRENT_STDERR
 from gamornet.core.validation import check_positive_int
-from gamornet.simulate.config import _UNITS, PARAM_NAMES, SurveyConfig, derived_quantities, draw_parameters, get_config
+from gamornet.simulate.config import (
+    PARAM_NAMES,
+    PARAM_UNITS,
+    SurveyConfig,
+    derived_quantities,
+    draw_parameters,
+    get_config,
+)
 from gamornet.simulate.render import render_galaxy
 
 __all__ = ["simulate_galaxies", "simulate_to_disk", "iter_batches", "save_montage", "galaxy_id", "FITS_NAME"]
@@ -71,7 +78,7 @@ def _catalog(rows: list[dict[str, Any]], config: SurveyConfig, seed: int):
     table = Table(rows=[[r[k] for k in names] for r in rows] or None, names=names,
                   dtype=[np.int64] + [np.float64] * 15 + ["U13", np.int64])
     for name in names:
-        unit = _UNITS.get(name.rsplit("_", 1)[-1])
+        unit = PARAM_UNITS.get(name.rsplit("_", 1)[-1])
         if unit and name != "bt":
             table[name].unit = unit
     table.meta.update(survey=config.name, seed=seed, config=config.as_dict(),

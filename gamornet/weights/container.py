@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gamornet.core.network import INPUT_SHAPES, WEIGHTED_LAYERS, weight_shapes
+from gamornet.core.network import INPUT_SHAPES, WEIGHTED_LAYERS, weight_shapes, widths_of
 
 __all__ = ["ModelWeights", "infer_input_shape"]
 
@@ -51,10 +51,15 @@ class ModelWeights:
         """``(kernel shape, bias shape)`` of the 8 layers."""
         return [tuple(tuple(int(d) for d in np.shape(a)) for a in pair) for pair in self.arrays]
 
+    def widths(self) -> tuple[int, ...]:
+        """Widths of the hidden weighted layers (see :func:`gamornet.core.network.network_layers`)."""
+        return widths_of(self.shapes())
+
     def mismatches(self, input_shape) -> list[str]:
-        """What does not fit a network of ``input_shape`` (empty when all 8 layers fit)."""
+        """What does not fit a network of ``input_shape`` and of the weights' widths (empty when all 8 layers fit)."""
         problems = []
-        for spec, expected, found in zip(WEIGHTED_LAYERS, weight_shapes(tuple(input_shape)), self.shapes()):
+        for spec, expected, found in zip(WEIGHTED_LAYERS, weight_shapes(tuple(input_shape), self.widths()),
+                                         self.shapes()):
             if tuple(expected) != tuple(found):
                 problems.append(f"layer {spec.number} ({spec.name}): expected {list(expected)}, found {list(found)}")
         return problems

@@ -85,3 +85,15 @@ def test_nvidia_gpu_visible_reads_the_driver_folder_and_cuda_visible_devices(tmp
         assert not hardware.nvidia_gpu_visible(str(gpus))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     assert hardware.nvidia_gpu_visible(str(gpus))
+
+
+def test_flags_override_by_environment(tmp_path, monkeypatch):
+    """GAMORNET_CPU_FLAGS replaces this CPU's flags (spaces or commas); a file named explicitly is still read."""
+    path = tmp_path / "cpuinfo"
+    path.write_text(AVX2)
+    monkeypatch.setenv(hardware.CPU_FLAGS_ENV, "AVX2, fma amx_tile,amx_bf16")
+    assert hardware.cpu_flags() == {"avx2", "fma", "amx_tile", "amx_bf16"}
+    assert hardware.native_bfloat16()
+    assert hardware.cpu_flags(str(path)) == {"fpu", "sse2", "avx", "avx2", "fma", "f16c"}
+    monkeypatch.setenv(hardware.CPU_FLAGS_ENV, "avx2 fma")
+    assert not hardware.native_bfloat16()

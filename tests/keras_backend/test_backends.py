@@ -62,8 +62,9 @@ def on_tensorflow(tmp_path_factory):
         keras2_model("keras").save("legacy.hdf5", save_format="h5")
         gamornet_train_keras(x, y, None, None, SMALL_SHAPE, files_save_path="trained", epochs=1, batch_size=6,
                              verbose=0, seed=3)
-        np.savez("probs.npz", legacy=gamornet_predict_keras(x, "legacy.hdf5", SMALL_SHAPE, progress=False),
-                 trained=gamornet_predict_keras(x, "trained/trained_model.keras", SMALL_SHAPE, progress=False))
+        opts = dict(engine="keras", progress=False)
+        np.savez("probs.npz", legacy=gamornet_predict_keras(x, "legacy.hdf5", SMALL_SHAPE, **opts),
+                 trained=gamornet_predict_keras(x, "trained/trained_model.keras", SMALL_SHAPE, **opts))
     """, directory)
     return directory
 
@@ -71,7 +72,8 @@ def on_tensorflow(tmp_path_factory):
 def test_keras2_hdf5_predicts_as_on_tensorflow_without_importing_it(on_tensorflow):
     x = np.load(on_tensorflow / "x.npy")
     expected = np.load(on_tensorflow / "probs.npz")["legacy"]
-    got = gamornet_predict_keras(x, str(on_tensorflow / "legacy.hdf5"), SMALL_SHAPE, batch_size=5, progress=False)
+    got = gamornet_predict_keras(x, str(on_tensorflow / "legacy.hdf5"), SMALL_SHAPE, batch_size=5, engine="keras",
+                                 progress=False)
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
     assert np.abs(expected - 1 / 3).max() > 1e-3  # the weights really separate the classes
     assert "tensorflow" not in sys.modules
@@ -81,7 +83,7 @@ def test_model_trained_on_tensorflow_predicts_the_same_here(on_tensorflow):
     x = np.load(on_tensorflow / "x.npy")
     expected = np.load(on_tensorflow / "probs.npz")["trained"]
     got = gamornet_predict_keras(x, str(on_tensorflow / "trained" / "trained_model.keras"), SMALL_SHAPE,
-                                 progress=False)
+                                 engine="keras", progress=False)
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
 
 
@@ -92,12 +94,13 @@ def test_model_trained_here_predicts_the_same_on_tensorflow(on_tensorflow, tmp_p
                          verbose=0, seed=4, augment="flips")
     assert "tensorflow" not in sys.modules  # training, validation and augmentation included
     path = tmp_path / "trained_model.keras"
-    here = gamornet_predict_keras(x, str(path), SMALL_SHAPE, progress=False)
+    here = gamornet_predict_keras(x, str(path), SMALL_SHAPE, engine="keras", progress=False)
     np.save(tmp_path / "x.npy", x)
     _run(f"""
         import numpy as np
         from gamornet.keras_module import gamornet_predict_keras
-        np.save("tf.npy", gamornet_predict_keras(np.load("x.npy"), {str(path)!r}, (32, 32, 1), progress=False))
+        np.save("tf.npy", gamornet_predict_keras(np.load("x.npy"), {str(path)!r}, (32, 32, 1), engine="keras",
+                                                 progress=False))
     """, tmp_path)
     np.testing.assert_allclose(np.load(tmp_path / "tf.npy"), here, rtol=0, atol=ATOL)
 
@@ -125,7 +128,7 @@ def test_tflearn_checkpoint_is_refused_naming_the_conversion(tmp_path):
     pattern = (rf"`model_load_path` is a TFLearn checkpoint.*'{BACKEND}' backend.*gamornet convert PREFIX "
                rf"model.keras.*Received: model_load_path=")
     with pytest.raises(RuntimeError, match=pattern):
-        gamornet_predict_keras(x, str(prefix), SMALL_SHAPE, progress=False)
+        gamornet_predict_keras(x, str(prefix), SMALL_SHAPE, engine="keras", progress=False)
     assert "tensorflow" not in sys.modules
 
 

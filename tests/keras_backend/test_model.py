@@ -29,7 +29,7 @@ def test_tflearn_lrn_asked_for_a_keras_file_is_applied(trained_keras_model):
     tflearn_flavour = gamornet_predict_keras(x, path, SMALL_SHAPE, lrn="tflearn", progress=False)
     assert model_lrn_flavor(load_keras_model(path, SMALL_SHAPE, lrn="tflearn")) == "tflearn"
     assert model_lrn_flavor(load_keras_model(path, SMALL_SHAPE)) == "keras"
-    reference = build_keras_model(SMALL_SHAPE, lrn="tflearn")
+    reference = build_keras_model(SMALL_SHAPE, lrn="tflearn", widths=read_weights(path).widths())
     apply_weights(reference, read_weights(path))
     # same network, same weights, same images; only the batching of the forward pass may differ
     np.testing.assert_allclose(tflearn_flavour, reference.predict(x, verbose=0), atol=1e-6)
@@ -73,7 +73,7 @@ def test_unreadable_model_files_are_named_and_explained(kind, bad_model_files, s
     x, y = small_data
     pattern = rf"`model_load_path` {pattern}.*Received: model_load_path='{re.escape(str(path))}'"
     with pytest.raises(ValueError, match=pattern):
-        gamornet_predict_keras(x, str(path), SMALL_SHAPE, progress=False)
+        gamornet_predict_keras(x, str(path), SMALL_SHAPE, engine="keras", progress=False)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=pattern):
         gamornet_train_keras(x, y, x, y, SMALL_SHAPE, files_save_path=str(out), epochs=1, load_model=True,

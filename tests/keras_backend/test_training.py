@@ -152,6 +152,7 @@ def test_bfloat16_training_keeps_float32_outputs_and_restores_the_policy(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("narrow_network")  # the command line's plumbing: the width does not matter
 def test_cli_train_resume_and_tl(tmp_path, capsys):
     from astropy.table import Table
 
@@ -192,3 +193,28 @@ def test_tl_accepts_sources_and_keeps_signature(trained_keras_model, blobs):
                               trainable_bools="train_bools_CANDELS", files_save_path="/dev/null", epochs=1,
                               batch_size=16, verbose=0, augment="rotate")
     assert [layer.trainable for layer in model.layers if layer.name.startswith("conv")][:3] == [False] * 3
+
+
+# --------------------------------------------------------------------------- saved files
+
+
+def test_final_model_holds_weights_not_optimizer_state(tmp_path, blobs):
+    """trained_model.keras: about the size of the weights; keep_optimizer=True and last.keras keep the momentum."""
+    (x, y), _ = blobs
+    lean = gamornet_train_keras(x[:16], y[:16], None, None, SHAPE, files_save_path=str(tmp_path / "lean"), epochs=1,
+                                batch_size=8, verbose=0, seed=1, resume=True)
+    weight_bytes = lean.count_params() * 4
+    path = tmp_path / "lean" / "trained_model.keras"
+    assert os.path.getsize(path) <= 1.3 * weight_bytes
+    assert os.path.getsize(tmp_path / "lean" / "last.keras") > 1.8 * weight_bytes  # resume stays exact
+    gamornet_train_keras(x[:16], y[:16], None, None, SHAPE, files_save_path=str(tmp_path / "full"), epochs=1,
+                         batch_size=8, verbose=0, seed=1, keep_optimizer=True)
+    assert os.path.getsize(tmp_path / "full" / "trained_model.keras") > 1.8 * weight_bytes
+    # the lean file predicts and starts transfer learning like any saved model
+    np.testing.assert_allclose(gamornet_predict_keras(x[:4], str(path), SHAPE, progress=False),
+                               lean.predict(x[:4], verbose=0), atol=1e-5)
+    tuned = gamornet_tl_keras(x[:8], y[:8], None, None, SHAPE, model_load_path=str(path), files_save_path="/dev/null",
+                              epochs=1, batch_size=8, verbose=0, trainable_bools=[False] * 7 + [True])
+    np.testing.assert_array_equal(tuned.get_layer("conv_1").get_weights()[0], lean.get_layer("conv_1").get_weights()[0])
+    with pytest.raises(ValueError, match="keep_optimizer"):
+        gamornet_train_keras(x, y, None, None, SHAPE, files_save_path="/dev/null", keep_optimizer="yes")

@@ -31,6 +31,8 @@ from gamornet.keras_module import gamornet_train_keras
 from helpers import blob_data
 
 SHAPE = (32, 32, 1)
+#: Resume, locks, temporaries and augmentation do not depend on the network's width.
+pytestmark = pytest.mark.usefixtures("narrow_network")
 #: Where the gamornet package under test lives (child processes import the same one).
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gamornet.__file__)))
 

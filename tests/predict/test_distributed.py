@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -125,28 +126,34 @@ def client():
         yield c
 
 
+def _start_worker(scheduler_file: str, log, cwd=None) -> subprocess.Popen:
+    """A ``dask worker`` process of one thread (in its own process group), started in ``cwd``."""
+    return subprocess.Popen([sys.executable, "-m", "dask", "worker", "--nthreads", "1", "--host", "127.0.0.1",
+                             "--scheduler-file", scheduler_file, "--no-dashboard"], env=_env(), cwd=cwd, stdout=log,
+                            stderr=log, start_new_session=True)
+
+
 @contextlib.contextmanager
-def external_cluster(directory, n_workers: int):
-    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1 (each in its own process group)."""
+def external_cluster(directory, n_workers: int, cwd=None):
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1 (each in its own process group).
+
+    The workers run in ``cwd`` (by default this process's working directory).
+    """
     scheduler_file = os.path.join(directory, "scheduler.json")
-    dask = [sys.executable, "-m", "dask"]
-    env = _env()
     processes = []
     log = open(os.path.join(directory, "dask.log"), "wb")
     try:
-        processes.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                           "--scheduler-file", scheduler_file, "--no-dashboard"], env=env,
-                                          stdout=log, stderr=log, start_new_session=True))
+        processes.append(subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                                           "--port", "0", "--scheduler-file", scheduler_file, "--no-dashboard"],
+                                          env=_env(), stdout=log, stderr=log, start_new_session=True))
         deadline = time.monotonic() + 120
         while not os.path.exists(scheduler_file):
             assert time.monotonic() < deadline and processes[0].poll() is None, "the scheduler did not start"
             time.sleep(0.1)
-        for _ in range(n_workers):
-            processes.append(subprocess.Popen([*dask, "worker", "--nthreads", "1", "--host", "127.0.0.1",
-                                               "--scheduler-file", scheduler_file, "--no-dashboard"], env=env,
-                                              stdout=log, stderr=log, start_new_session=True))
-        with Client(scheduler_file=scheduler_file) as watcher:
-            watcher.wait_for_workers(n_workers, timeout=300)
+        processes += [_start_worker(scheduler_file, log, cwd) for _ in range(n_workers)]
+        if n_workers:
+            with Client(scheduler_file=scheduler_file) as watcher:
+                watcher.wait_for_workers(n_workers, timeout=300)
         yield scheduler_file, processes
     finally:
         for process in processes:
@@ -174,6 +181,7 @@ def test_plain_run_imports_no_dask(reference):
 # ---------------------------------------------------------------- a LocalCluster of two processes
 
 
+@pytest.mark.slow
 def test_local_cluster_table_equals_one_process(image_dir, model_path, reference, client, tmp_path):
     out = str(tmp_path / "cluster.ecsv")
     progress, refused = [], []
@@ -198,7 +206,7 @@ def test_local_cluster_table_equals_one_process(image_dir, model_path, reference
 
         from gamornet.predict import distributed as module
 
-        return (len(module._BACKENDS), tf.config.threading.get_intra_op_parallelism_threads(),
+        return (len(module._FORWARD_PASSES), tf.config.threading.get_intra_op_parallelism_threads(),
                 tf.config.threading.get_inter_op_parallelism_threads())
 
     assert sorted(client.run(worker_state).values()) == [(1, 1, 1), (1, 1, 1)]
@@ -211,6 +219,7 @@ def test_local_cluster_table_equals_one_process(image_dir, model_path, reference
     assert sorted(client.run(worker_state).values()) == [(1, 1, 1), (1, 1, 1)]  # still one model per process
 
 
+@pytest.mark.slow
 def test_mc_dropout_npy_and_bad_images_on_the_cluster(image_dir, model_path, reference, client, tmp_path):
     files = sorted(os.listdir(image_dir))[:40]
     inputs = [os.path.join(image_dir, name) for name in files]
@@ -248,6 +257,7 @@ def test_mc_dropout_npy_and_bad_images_on_the_cluster(image_dir, model_path, ref
     assert skipped.meta["skipped"][0].endswith("nan.fits: has NaN or inf pixels")
 
 
+@pytest.mark.slow
 def test_interrupted_cluster_run_resumes_in_one_process(image_dir, model_path, reference, client, tmp_path):
     out = str(tmp_path / "run.ecsv")
 
@@ -321,23 +331,24 @@ def test_stale_chunks_of_an_earlier_run_are_refused(image_dir, model_path, tmp_p
 
 def _one_task(refs, model_path, out, run_id):
     """The task of chunk 1 as a cluster run with run id ``run_id`` would send it."""
-    import functools
-
-    from gamornet.predict.files import _Backend
+    from gamornet.engines import choose_engine
     from gamornet.predict.images import ImageReader, scan_images
     from gamornet.predict.inputs import list_images
+    from gamornet.predict.passes import ChunkPlan, ForwardSpec
 
     listed, _ = list_images(refs)
     good, _ = scan_images(listed, SHAPE)
-    make_backend = functools.partial(_Backend, model=model_path, flavor="keras", shape=SHAPE, batch_size=16,
-                                     mc_samples=0, seed=0)
-    job = on_cluster._Job(make_backend, ImageReader(SHAPE), out + CHUNKS_SUFFIX, run_id, 1, 1)
-    return job, on_cluster._chunk_task(1, good, list(range(len(good))), RUN["chunk_size"], {})
+    spec = ForwardSpec.describe(model_path, "keras", SHAPE, choose_engine(), batch_size=16, mc_samples=0,
+                                seed=0)  # the engine predict_files(**RUN) chooses: the run's chunks agree exactly
+    run = on_cluster.ClusterRun(spec, ImageReader(SHAPE), out + CHUNKS_SUFFIX, run_id, 1, 1)
+    plan = ChunkPlan(good, list(range(len(good))), [1], 2, RUN["chunk_size"])
+    return run, on_cluster.chunk_task(1, plan, {})
 
 
 # ---------------------------------------------------------------- external scheduler and workers
 
 
+@pytest.mark.slow
 def test_external_cluster_survives_a_killed_worker_and_a_lost_scheduler_is_resumed(image_dir, model_path, reference,
                                                                                   client, tmp_path):
     """``gamornet predict --scheduler`` with one of two ``dask worker`` processes killed mid-run; then, on the
@@ -404,6 +415,7 @@ def test_external_cluster_survives_a_killed_worker_and_a_lost_scheduler_is_resum
 # ---------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
 def test_cli_workers_writes_the_one_process_table(image_dir, model_path, reference, tmp_path):
     out = str(tmp_path / "workers.ecsv")
     proc = subprocess.run([sys.executable, "-m", "gamornet", "predict", image_dir, "--model", model_path,
@@ -419,6 +431,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_cluster_arguments_are_checked_first(image_dir, model_path, client, tmp_path, capsys):
     from gamornet.cli import main
 
@@ -453,3 +466,223 @@ def test_cluster_arguments_are_checked_first(image_dir, model_path, client, tmp_
     assert code == 2
     assert f"cannot connect to the Dask scheduler at tcp://127.0.0.1:{port}" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- what workers get: resolved on the client
+
+
+def _copy_images(directory, n: int, image_dir: str) -> list[str]:
+    os.makedirs(directory, exist_ok=True)
+    names = sorted(os.listdir(image_dir))[:n]
+    for name in names:
+        shutil.copyfile(os.path.join(image_dir, name), os.path.join(directory, name))
+    return names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["keras", "openvino"])
+def test_a_replaced_model_file_is_loaded_again_by_a_reused_client(engine, image_dir, model_path, client, tmp_path):
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    other = saved_keras_model(tmp_path, SHAPE, seed=4)  # same architecture: a file of the same size or so
+    inputs = [os.path.join(image_dir, name) for name in sorted(os.listdir(image_dir))[:16]]
+    current = str(tmp_path / "M.keras")
+    shutil.copyfile(model_path, current)
+    first = predict_files(inputs, current, client=client, engine=engine, **RUN)
+    shutil.copyfile(other, current)  # model B over the same path, on the same workers
+    second = predict_files(inputs, current, client=client, engine=engine, **RUN)
+    np.testing.assert_allclose(_probs(first), _probs(predict_files(inputs, model_path, engine=engine, **RUN)),
+                               rtol=0, atol=ORDER_ATOL)
+    np.testing.assert_allclose(_probs(second), _probs(predict_files(inputs, other, engine=engine, **RUN)),
+                               rtol=0, atol=ORDER_ATOL)
+    assert np.abs(_probs(second) - _probs(first)).max() > 1e-3  # B's numbers, not A's kept in memory
+
+
+@pytest.mark.slow
+def test_relative_model_inputs_and_output_are_resolved_on_the_client(image_dir, model_path, reference, tmp_path):
+    """Workers started in another directory holding another ``model.keras``: the run uses the client's files."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    names = _copy_images(here / "cut", 16, image_dir)
+    shutil.copyfile(model_path, here / "model.keras")
+    os.makedirs(elsewhere)
+    other = saved_keras_model(elsewhere, SHAPE, seed=4)
+    os.rename(other, elsewhere / "model.keras")  # the workers' directory: another model of the same name
+    command = [sys.executable, "-m", "gamornet", "predict", "cut", "--model", "model.keras", "-o", "t7c.ecsv",
+               "--overwrite", *CLI_RUN]
+    with external_cluster(str(tmp_path), n_workers=1, cwd=elsewhere) as (scheduler_file, _):
+        first = subprocess.run([*command, "--scheduler", scheduler_file], env=_env(), cwd=here, capture_output=True,
+                               text=True, timeout=600)
+        assert first.returncode == 0, first.stderr[-3000:]
+        table = read_table(str(here / "t7c.ecsv"))
+        assert table["id"].tolist() == names and table.meta["model"] == str(here / "model.keras")
+        _assert_same_table(table, reference["table"][:16])  # the first block of 16: the same batch and rows
+        assert not os.path.exists(here / ("t7c.ecsv" + CHUNKS_SUFFIX))
+        assert not os.path.exists(elsewhere / ("t7c.ecsv" + CHUNKS_SUFFIX))
+
+        # the same command on the same worker after model.keras is replaced: the new file's numbers
+        shutil.copyfile(elsewhere / "model.keras", here / "model.keras")
+        second = subprocess.run([*command, "--scheduler", scheduler_file], env=_env(), cwd=here, capture_output=True,
+                                text=True, timeout=600)
+        assert second.returncode == 0, second.stderr[-3000:]
+    expected = predict_files([str(here / "cut" / name) for name in names], str(elsewhere / "model.keras"), **RUN)
+    np.testing.assert_allclose(_probs(read_table(str(here / "t7c.ecsv"))), _probs(expected), rtol=0,
+                               atol=ORDER_ATOL)
+
+
+# ---------------------------------------------------------------- no scheduler, no workers
+
+
+def test_unreachable_scheduler_and_bad_ports_are_reported_at_once(tmp_path, capsys):
+    from gamornet.cli import main
+
+    (tmp_path / "m.keras").write_bytes(b"never opened")
+    port = _free_port()  # nothing listens there: connection refused
+    with open(tmp_path / "scheduler.json", "w") as f:
+        json.dump({"address": f"tcp://127.0.0.1:{port}"}, f)
+    base = ["predict", str(tmp_path), "--model", str(tmp_path / "m.keras"), "--input-shape", "32,32,1", "--quiet",
+            "--output", str(tmp_path / "never.ecsv")]
+    for scheduler in (f"tcp://127.0.0.1:{port}", str(tmp_path / "scheduler.json")):
+        started = time.monotonic()
+        assert main([*base, "--scheduler", scheduler]) == 2
+        assert time.monotonic() - started < 5
+        err = capsys.readouterr().err
+        assert err.startswith(f"gamornet predict: error: cannot connect to the Dask scheduler at {scheduler}: ")
+        assert err.count("\n") == 1 and f"Received: scheduler={scheduler!r}" in err
+    assert not os.path.exists(tmp_path / "never.ecsv")
+
+    for address in ("tcp://127.0.0.1:99999", "127.0.0.1:0", "tcp://[::1]:65536"):
+        with pytest.raises(ValueError, match=rf"port in 1\.\.65535\. Received: scheduler='{re.escape(address)}'"):
+            on_cluster.check_scheduler(address)
+    with pytest.raises(SystemExit):
+        main([*base, "--scheduler", "tcp://127.0.0.1:99999"])
+    assert "argument --scheduler: `scheduler` must have a port in 1..65535" in capsys.readouterr().err
+    assert on_cluster.check_scheduler("tcp://127.0.0.1:65535") == "tcp://127.0.0.1:65535"
+
+
+@pytest.mark.slow
+def test_a_cluster_without_workers_ends_the_run(image_dir, model_path, tmp_path):
+    """No worker at all, then the last worker lost mid-run: a one-line error after ``worker_timeout``."""
+    _copy_images(tmp_path / "cut", 16, image_dir)
+    out = str(tmp_path / "none.ecsv")
+    with external_cluster(str(tmp_path), n_workers=0) as (scheduler_file, processes):
+        with open(scheduler_file) as f:
+            address = json.load(f)["address"]
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "gamornet", "predict", "cut", "--model", model_path, "-o", out,
+                               "--scheduler", scheduler_file, "--worker-timeout", "3", *CLI_RUN], env=_env(),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no Dask log lines or tracebacks
+        assert proc.stderr.startswith(f"gamornet predict: error: the Dask scheduler {address} has had no workers "
+                                      "for 3 s"), proc.stderr
+        assert "after 0 of 2 chunks" in proc.stderr and "--worker-timeout" in proc.stderr
+        assert time.monotonic() - started < 60 and not os.path.exists(out + CHUNKS_SUFFIX)
+
+        # one worker, killed after the first chunk: the complete chunks are kept for --resume
+        with open(tmp_path / "worker.log", "wb") as log:
+            worker = _start_worker(scheduler_file, log)
+            processes.append(worker)
+
+            def kill_worker(done, total):
+                if done == 1:
+                    os.killpg(worker.pid, signal.SIGKILL)
+
+            with Client(scheduler_file=scheduler_file) as remote:
+                remote.wait_for_workers(1, timeout=300)
+                with pytest.raises(on_cluster.NoWorkersError,
+                                   match=rf"{re.escape(address)} has had no workers for 3 s .* after \d+ of {N_CHUNKS} "
+                                         r"chunks; the \d+ complete chunk\(s\) are kept in .*none\.ecsv\.chunks"):
+                    predict_files(image_dir, model_path, output=out, client=remote, worker_timeout=3,
+                                  on_chunk=kill_worker, **RUN)
+    assert _chunk_files(out + CHUNKS_SUFFIX) and not os.path.exists(out)
+
+
+# ---------------------------------------------------------------- the command line's errors: one line on stderr
+
+#: Images of a run long enough to be stopped after its first chunk (500 chunks of 8).
+LONG_RUN = 4000
+
+
+def _long_stack(directory) -> str:
+    """A ``.npy`` stack of :data:`LONG_RUN` images (reading it costs next to nothing beside the forward passes)."""
+    path = os.path.join(directory, "long.npy")
+    np.save(path, np.random.default_rng(7).normal(10.0, 3.0, size=(LONG_RUN, *SHAPE)).astype(np.float32))
+    return path
+
+
+@contextlib.contextmanager
+def _cli_run(args: list[str], directory):
+    """``gamornet predict ARGS`` in its own process group, stdout and stderr to files (a pipe left unread could
+    block it); yields the process and a function reading its stderr.  The group (with any process the command
+    started) is killed on the way out.  ``TF_CPP_MIN_LOG_LEVEL`` is left unset, as by a user: the command line
+    keeps TensorFlow's start-up lines off the terminal itself."""
+    env = _env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]
+    with open(os.path.join(directory, "cli.out"), "wb") as out, open(os.path.join(directory, "cli.err"), "wb") as err:
+        run = subprocess.Popen([sys.executable, "-m", "gamornet", "predict", *args], env=env, cwd=directory,
+                               stdout=out, stderr=err, start_new_session=True)
+
+        def stderr() -> str:
+            with open(err.name, encoding="utf8", errors="replace") as f:
+                return f.read()
+
+        try:
+            yield run, stderr
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+
+
+def _stopped_after_first_chunk(run: subprocess.Popen, chunks: str, stderr, stop) -> None:
+    """Wait for ``run``'s first complete chunk, call ``stop()`` and wait for ``run`` to end."""
+    _wait(lambda: _chunk_files(chunks) or run.poll() is not None, "the first chunk", seconds=600, poll=0.05)
+    assert run.poll() is None, f"the run ended before it could be stopped: {stderr()[-3000:]}"
+    stop()
+    try:
+        run.wait(timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the run did not end within 300 s of being stopped: {stderr()[-3000:]}")
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_cli_lost_scheduler_is_one_line(model_path, tmp_path):
+    """``gamornet predict --scheduler`` whose scheduler is killed mid-run: one error line, exit status 2."""
+    stack = _long_stack(tmp_path)
+    out = str(tmp_path / "lost.ecsv")
+    with external_cluster(str(tmp_path), n_workers=1) as (scheduler_file, processes):
+        with open(scheduler_file) as f:
+            address = json.load(f)["address"]
+        with _cli_run([stack, "--model", model_path, "--output", out, "--scheduler", address, *CLI_RUN],
+                      tmp_path) as (run, stderr):
+            _stopped_after_first_chunk(run, out + CHUNKS_SUFFIX, stderr,
+                                       lambda: os.killpg(processes[0].pid, signal.SIGKILL))
+            err = stderr()
+    assert run.returncode == 2, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    lines = _lines(err)
+    assert len(lines) == 1, err[-3000:]  # no log lines of Dask's client
+    assert lines[0].startswith(f"gamornet predict: error: lost the connection to the Dask scheduler {address} "
+                               f"after "), lines
+    assert "--resume" in lines[0] and not os.path.exists(out)
+    assert _chunk_files(out + CHUNKS_SUFFIX)
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_on_local_workers_is_one_line(model_path, tmp_path):
+    """Ctrl-C on ``gamornet predict --workers 2``: SIGINT to the whole process group (as a terminal sends it, the
+    cluster's processes included) gives one line and exit status 130, the complete chunks kept."""
+    stack = _long_stack(tmp_path)
+    out = str(tmp_path / "stopped.ecsv")
+    with _cli_run([stack, "--model", model_path, "--output", out, "--workers", "2", *CLI_RUN],
+                  tmp_path) as (run, stderr):
+        _stopped_after_first_chunk(run, out + CHUNKS_SUFFIX, stderr, lambda: os.killpg(run.pid, signal.SIGINT))
+        err = stderr()
+    assert run.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "Async instruction" not in err, err[-3000:]
+    assert _lines(err) == ["gamornet predict: interrupted (rerun with --resume to continue)"], err[-3000:]
+    assert not os.path.exists(out) and _chunk_files(out + CHUNKS_SUFFIX)

@@ -19,17 +19,18 @@ from gamornet.predict import fits as fits_reader
 from gamornet.predict import images as reading
 from gamornet.predict import inputs as listing
 from gamornet.predict import predict_files
-from gamornet.predict.tables import CHUNKS_SUFFIX, merge_tables, read_table
+from gamornet.predict.tables import CHUNKS_SUFFIX, merge_tables, read_table, write_table
 
-from helpers import ORDER_ATOL, REPO, saved_keras_model
+from helpers import NARROW_WIDTHS, ORDER_ATOL, REPO, saved_keras_model
 
 SHAPE = (32, 32, 1)
-OPTS = {"input_shape": SHAPE, "progress": False}
+# The Keras engine: file prediction on every Keras backend (the OpenVINO engine: test_files_engines.py).
+OPTS = {"input_shape": SHAPE, "progress": False, "engine": "keras"}
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> str:
-    return saved_keras_model(tmp_path_factory.mktemp("model"), SHAPE, seed=3)
+    return saved_keras_model(tmp_path_factory.mktemp("model"), SHAPE, seed=3, widths=NARROW_WIDTHS)
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +232,8 @@ def test_mixed_good_and_bad_files(images, expected, model_path, tmp_path, monkey
     fits.writeto(tmp_path / "z_nan.fits", nan)
     out = tmp_path / "out.ecsv"
     started = []
-    original_backend = batch_predict._Backend
-    monkeypatch.setattr(batch_predict, "_Backend", lambda *a, **k: started.append(1) or original_backend(*a, **k))
+    original_backend = batch_predict.ForwardPass
+    monkeypatch.setattr(batch_predict, "ForwardPass", lambda *a, **k: started.append(1) or original_backend(*a, **k))
     with pytest.raises(ValueError, match=r"(?s)2 bad input image.*broken\.fits: unreadable.*wrong\.fits: image shape"):
         predict_files(str(tmp_path), model_path, output=str(out), **OPTS)
     assert not started and not out.exists() and not os.path.exists(str(out) + CHUNKS_SUFFIX)
@@ -260,10 +261,10 @@ def test_output_formats(images, model_path, tmp_path, ending):
     assert back.colnames == ["id", "p_disk", "p_indeterminate", "p_bulge", "label"]
     np.testing.assert_allclose(_probs(back), _probs(table), rtol=1e-6)
     assert back["label"].tolist() == table["label"].tolist()
-    if ending != ".csv":  # CSV holds no metadata
-        meta = {k.lower(): v for k, v in back.meta.items()}
-        assert meta["model"] == model_path and meta["policy"] == "keras_sdss" and meta["shard"] == "1/1"
-    assert os.listdir(tmp_path) == [out.name]  # no temporary or chunk files left
+    meta = {k.lower(): v for k, v in back.meta.items()}  # CSV: from its sidecar <table>.csv.meta.json
+    assert meta["model"] == model_path and meta["policy"] == "keras_sdss" and meta["shard"] == "1/1"
+    sidecar = [out.name + ".meta.json"] if ending == ".csv" else []
+    assert sorted(os.listdir(tmp_path)) == sorted([out.name, *sidecar])  # no temporary or chunk files left
     with pytest.raises(FileExistsError, match="overwrite"):
         predict_files(images[:3], model_path, output=str(out), **OPTS)
 
@@ -373,9 +374,14 @@ def test_shards_cover_everything_once_and_merge(images, model_path, tmp_path):
     assert other.meta["policy"] == "keras_candels"
     with pytest.raises(ValueError, match=r"policy is 'keras_sdss' in .* but 'keras_candels'"):
         merge_tables([paths[0], paths[1], str(tmp_path / "other.ecsv")])
-    Table.read(paths[0]).write(tmp_path / "plain.csv")  # CSV: no metadata, only the id check
-    with pytest.raises(ValueError, match=r"id 'g00\.fits' appears more than once"):
+    Table.read(paths[0]).write(tmp_path / "plain.csv")  # CSV without its metadata sidecar: nothing to check
+    with pytest.raises(ValueError, match=r"plain\.csv' is a \.csv table without its metadata sidecar"):
         merge_tables([paths[0], str(tmp_path / "plain.csv")])
+    copy = read_table(paths[0])
+    del copy.meta["shard"]
+    write_table(copy, str(tmp_path / "copy.csv"))
+    with pytest.raises(ValueError, match=r"id 'g00\.fits' appears more than once"):
+        merge_tables([paths[0], str(tmp_path / "copy.csv")])
 
 
 # ---------------------------------------------------------------- MC dropout

@@ -92,6 +92,26 @@ def test_openvino_table_resume_and_merge(images, model_path, tmp_path, capsys):
     assert resumed.meta["run_sha256"] == whole.meta["run_sha256"]
 
 
+def test_openvino_is_a_dependency_and_the_default_without_an_nvidia_gpu(images, model_path, tmp_path):
+    import importlib.metadata
+    import re
+
+    from gamornet.cli import main
+    from gamornet.core.hardware import nvidia_gpu_visible
+
+    required = [r for r in importlib.metadata.requires("gamornet") or [] if re.match(r"openvino\b", r)]
+    assert required and all("extra ==" not in r for r in required), required
+    np.save(tmp_path / "x.npy", images)
+    output = str(tmp_path / "default.ecsv")
+    assert main(["predict", str(tmp_path / "x.npy"), "--model", model_path, "--input-shape", "32,32,1", "--quiet",
+                 "--output", output]) == 0
+    table = read_table(output)
+    expected = ("keras" if nvidia_gpu_visible() else "openvino", "float32")
+    assert (table.meta["engine"], table.meta["precision"]) == expected
+    reference = predict_files(images, model_path, engine="keras", **OPTS)
+    np.testing.assert_allclose(_probs(table), _probs(reference), rtol=0, atol=ORDER_ATOL)
+
+
 @pytest.mark.openvino
 @needs_openvino
 def test_cli_engine_and_precision(images, model_path, tmp_path, capsys):

@@ -25,7 +25,7 @@ from gamornet.predict import inputs as listing
 from gamornet.predict import predict_files
 from gamornet.predict.tables import CHUNKS_SUFFIX, merge_tables, read_table
 
-from helpers import REPO
+from helpers import NARROW_WIDTHS, REPO
 
 SHAPE = (32, 32, 1)
 OPTS = {"input_shape": SHAPE, "progress": False}
@@ -33,14 +33,14 @@ OPTS = {"input_shape": SHAPE, "progress": False}
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[str, str]:
-    """Two small models with different weights."""
+    """Two small, narrow models with different weights."""
     from gamornet.keras_backend.model import build_keras_model
 
     directory = tmp_path_factory.mktemp("models")
     paths = []
     for seed in (3, 4):
         path = directory / f"model{seed}.keras"
-        build_keras_model(SHAPE, seed=seed).save(path)
+        build_keras_model(SHAPE, seed=seed, widths=NARROW_WIDTHS).save(path)
         paths.append(str(path))
     return paths[0], paths[1]
 
@@ -54,8 +54,8 @@ def images() -> np.ndarray:
 def started(monkeypatch) -> list:
     """Records every start of a model backend (a forward pass would follow)."""
     calls: list = []
-    original = batch_predict._Backend
-    monkeypatch.setattr(batch_predict, "_Backend", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = batch_predict.ForwardPass
+    monkeypatch.setattr(batch_predict, "ForwardPass", lambda *a, **k: calls.append(1) or original(*a, **k))
     return calls
 
 
@@ -248,7 +248,12 @@ def test_resume_onto_a_finished_table_checks_model_inputs_and_settings(images, m
         predict_files(str(tmp_path / "night1"), model_a, output=out, resume=True, **OPTS)
     csv_out = str(tmp_path / "out.csv")
     predict_files(str(tmp_path / "night1"), model_a, output=csv_out, **OPTS)
-    with pytest.raises(ValueError, match="a CSV table holds no metadata"):
+    _assert_same_table(predict_files(str(tmp_path / "night1"), model_a, output=csv_out, resume=True, **OPTS),
+                       read_table(csv_out))  # checked through its metadata sidecar
+    with pytest.raises(ValueError, match="is the finished table of another run"):
+        predict_files(str(tmp_path / "night1"), model_b, output=csv_out, resume=True, **OPTS)
+    os.remove(csv_out + ".meta.json")
+    with pytest.raises(ValueError, match=r"a CSV table without its \.meta\.json sidecar"):
         predict_files(str(tmp_path / "night1"), model_a, output=csv_out, resume=True, **OPTS)
 
 

@@ -497,3 +497,27 @@ def test_cli_refuses_bad_network_settings(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit) as caught:
             main(["download", "CANDELS_sim", *argv])
         assert caught.value.code == 2 and shown in capsys.readouterr().err
+
+
+def test_download_action_decides_use_download_or_repair(tmp_path, capsys):
+    dests = [tmp_path / "m.ckpt.index", tmp_path / "m.ckpt.data"]
+    settings = {"offline": False, "offline_note": "offline here", "help": "Ask.", "progress": True}
+    asked = []
+
+    def problem(answer):
+        return lambda: asked.append(answer) or answer
+
+    # A file missing: download, without asking the cached copy anything; offline, an error naming it.
+    dests[0].write_bytes(b"x")
+    assert transfers.download_action("M", dests, problem(None), **settings) == ("download", None)
+    assert asked == []
+    with pytest.raises(ModelDownloadError, match=r"(?s)M is not in the cache and offline here.*m\.ckpt\.data.*Ask\."):
+        transfers.download_action("M", dests, problem(None), **{**settings, "offline": True})
+    # All cached: used when sound, repaired (with a message) when damaged; offline, an error naming the damage.
+    dests[1].write_bytes(b"y")
+    assert transfers.download_action("M", dests, problem(None), **settings) == ("use", None)
+    assert transfers.download_action("M", dests, problem("torn"), **settings) == ("repair", "torn")
+    assert "The cached copy of M is damaged (torn); downloading it again." in capsys.readouterr().err
+    with pytest.raises(ModelDownloadError, match=r"(?s)damaged \(torn\) and offline here.*m\.ckpt\.index"):
+        transfers.download_action("M", dests, problem("torn"), **{**settings, "offline": True})
+    assert asked == [None, "torn", "torn"]

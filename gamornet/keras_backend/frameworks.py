@@ -1,10 +1,12 @@
-"""What differs between Keras backends, in one place: which one runs, its GPUs, TensorFlow kept out.
+"""The Keras backend of the process, the framework Keras 3 runs on: which one runs, its GPUs, TensorFlow kept out.
 
-GaMorNet's Keras code runs on every Keras 3 backend (TensorFlow, JAX,
-PyTorch); the backend is chosen as Keras documents it, by ``KERAS_BACKEND``
-(or ``~/.keras/keras.json``) before Keras is first imported, and is fixed for
-the process.  On JAX and PyTorch, GaMorNet never imports TensorFlow, even
-where it is installed.
+GaMorNet's Keras code runs on every Keras backend (TensorFlow, JAX,
+PyTorch); the Keras backend is chosen as Keras documents it, by
+``KERAS_BACKEND`` (or ``~/.keras/keras.json``) before Keras is first imported,
+and is fixed for the process.  On JAX and PyTorch, GaMorNet never imports
+TensorFlow, even where it is installed.  This module is the one place that
+asks which Keras backend runs; see :doc:`/architecture` for the words used
+(a Keras backend is not one of GaMorNet's ``*_backend`` subpackages).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def backend_name() -> str:
 
 
 def has_gpu() -> bool:
-    """Whether the backend's framework sees a GPU (asked of that framework only)."""
+    """Whether the Keras backend sees a GPU (asked of that framework only)."""
     backend = backend_name()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -40,15 +42,15 @@ def has_gpu() -> bool:
 
 
 def keep_tensorflow_out() -> None:
-    """On a backend other than TensorFlow, stop Keras from importing TensorFlow for type checks.
+    """On a Keras backend other than TensorFlow, stop Keras from importing TensorFlow for type checks.
 
     Keras' saving code asks ``isinstance(obj, tf.TensorShape)`` (and other
     TensorFlow types) of every object it serialises, importing TensorFlow to
-    do so whenever it is installed: 3 s and hundreds of MB, and on a GPU its
-    own memory pool beside the backend's.  While TensorFlow has not been
-    imported, no object in the process can be of a TensorFlow type, so Keras
-    is told that TensorFlow is unavailable.  Where TensorFlow is already
-    imported, or Keras runs on it, nothing changes.
+    do so whenever it is installed: time and memory (see :doc:`/performance`),
+    and on a GPU a memory pool of its own beside the Keras backend's.  While
+    TensorFlow has not been imported, no object in the process can be of a
+    TensorFlow type, so Keras is told that TensorFlow is unavailable.  Where
+    TensorFlow is already imported, or Keras runs on it, nothing changes.
     """
     if backend_name() == "tensorflow" or "tensorflow" in sys.modules:
         return
