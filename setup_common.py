@@ -26,6 +26,7 @@ COMMON_REQUIRES = [
     "requests>=2.28",
     "progressbar2>=4.2",
     "astropy>=5.3",
+    "reproject>=0.13",
     "matplotlib>=3.7",
     "filelock>=4",
     "platformdirs>=3.0",

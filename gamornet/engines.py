@@ -9,8 +9,9 @@ Engines
     ``mixed_bfloat16`` policy with the same weights.  The only engine with
     Monte-Carlo dropout and ``tf.distribute`` strategies.
 ``"openvino"``
-    The model converted for OpenVINO (a dependency of gamornet), on the CPU: the conversion (``openvino.convert_model`` of the Keras
-    model on the TensorFlow backend) runs once per model file, input shape,
+    The model converted for OpenVINO (a dependency of gamornet), on the CPU:
+    the conversion (``openvino.convert_model`` of the Keras model on the
+    TensorFlow backend) runs once per model file, input shape,
     LRN flavour and versions of gamornet / Keras / OpenVINO, and is stored in
     ``<cache>/openvino`` (:mod:`gamornet.openvino_backend.store`); later
     runs load it without importing Keras or TensorFlow.  float32 agrees

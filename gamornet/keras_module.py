@@ -24,6 +24,7 @@ from gamornet.core.validation import (
     check_predict_inputs,
     pixels_checked_first,
 )
+from gamornet.data.cards import training_card
 from gamornet.keras_backend import training
 from gamornet.keras_backend.layers import PixelScaling
 from gamornet.keras_backend.model import apply_weights, build_keras_model, read_weights, weighted_layers
@@ -185,7 +186,14 @@ _OPTIONS_DOC = """augment : {None, "flips", "rotate", "flips+rotate"}, keyword-o
         continue training that file with ``model.fit``.  By default it holds
         the weights only and loads uncompiled; it predicts and starts
         transfer learning all the same, and resumable runs continue from
-        ``last.keras``, which always keeps the optimiser."""
+        ``last.keras``, which always keeps the optimiser.
+    card : ModelCard or dict, optional, keyword-only
+        Facts of the training images saved with the model as its card
+        (:mod:`gamornet.published.cards`; read back by
+        :func:`~gamornet.published.cards.read_card`), e.g.
+        ``{"band": "SDSS r", "pixel_scale_arcsec": 0.396}``.  Unset
+        fields come from the data where it knows them (the survey settings of
+        a :class:`gamornet.data.SimulatedSource`), else stay unknown."""
 
 _FILES_DOC = """files_save_path : str
         Directory for ``metrics.csv`` (one row per epoch, written as each
@@ -240,7 +248,7 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
                          load_model=False, model_load_path="./", save_model=True, verbose=1, *,
                          preprocessing=None, augment=None, schedule=None, plateau_factor=0.1, plateau_patience=10,
                          early_stopping=None, resume=False, mixed_precision=None, steps_per_epoch=None, seed=None,
-                         callbacks=None, optimizer="sgd", keep_optimizer=False):
+                         callbacks=None, optimizer="sgd", keep_optimizer=False, card=None):
     """Train GaMorNet (Keras) from scratch, or continue training a saved model.
 
     Parameters
@@ -292,6 +300,8 @@ def gamornet_train_keras(training_imgs, training_labels, validation_imgs, valida
                                       early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
                                       optimizer, keep_optimizer)
     pre = _check_preprocessing(preprocessing)
+    opts.card = training_card(card, train, shape, start=str(model_load_path) if load_model else None,
+                              preprocessing=pre)
     _check_save_path(files_save_path)
     weights = None
     if load_model and not _resumes(files_save_path, opts):  # read and check the starting model before training
@@ -315,7 +325,7 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
                       decay=0.0, nesterov=False, loss="categorical_crossentropy", save_model=True, verbose=1, *,
                       augment=None, schedule=None, plateau_factor=0.1, plateau_patience=10, early_stopping=None,
                       resume=False, mixed_precision=None, steps_per_epoch=None, seed=None, callbacks=None,
-                      optimizer="sgd", keep_optimizer=False):
+                      optimizer="sgd", keep_optimizer=False, card=None):
     """Transfer learning: start from a trained model, load some layers, freeze some, train.
 
     Parameters
@@ -347,6 +357,7 @@ def gamornet_tl_keras(training_imgs, training_labels, validation_imgs, validatio
                                       save_model, verbose, augment, schedule, plateau_factor, plateau_patience,
                                       early_stopping, resume, mixed_precision, steps_per_epoch, seed, callbacks,
                                       optimizer, keep_optimizer)
+    opts.card = training_card(card, train, shape, start=str(model_load_path), transfer=True)
     _check_save_path(files_save_path)
     if not _resumes(files_save_path, opts):  # fetch and check the starting model now, before training
         weights = read_weights(resolve_model_path(model_load_path, "keras", progress=bool(verbose)))

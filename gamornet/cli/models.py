@@ -21,6 +21,11 @@ def register_cli(subparsers) -> None:
         help="list the published models, whether each is cached, and where",
         description="List the published models, their files in the cache and the download sources.",
     )
+    models.add_argument("--card", metavar="NAME_OR_PATH",
+                        help="print the model card of a published model (e.g. SDSS_tl) or a model file: band, pixel "
+                        "scale, cutout, redshift, units, preprocessing, policy, training")
+    models.add_argument("--flavor", choices=FLAVORS, default="keras", help="with --card: whose policy (default: keras)")
+    models.add_argument("--json", action="store_true", help="with --card: print it as JSON")
     models.set_defaults(func=_models)
 
     fetch = subparsers.add_parser(
@@ -45,7 +50,24 @@ def _size(path: str) -> str:
     return f"{os.path.getsize(path) / 1e6:.1f} MB"
 
 
+def _card(args: argparse.Namespace) -> int:
+    from gamornet.published.cards import read_card
+
+    name = args.card
+    if name not in model_names() and not os.path.exists(name):
+        raise FileNotFoundError(f"`--card` must name a published model ({', '.join(model_names())}) or a model file. "
+                                f"Received: --card={name!r}")
+    card = read_card(name, args.flavor)
+    if card is None:
+        print(f"{name}: no model card (a model file saved without one)", file=sys.stderr)
+        return 1
+    print(card.to_json() if args.json else card.describe())
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
+    if getattr(args, "card", None) is not None:
+        return _card(args)
     root = published.cache_dir()
     origin = "GAMORNET_HOME" if os.environ.get("GAMORNET_HOME", "").strip() else "per-user default"
     print(f"Cache: {root} ({origin})")

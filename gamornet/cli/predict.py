@@ -83,6 +83,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--check-data", action="store_true",
                    help="also read all pixels before predicting, so NaN pixels are reported up front")
     p.add_argument("--hdu", type=hdu, metavar="N|NAME", help="FITS HDU number or EXTNAME")
+    p.add_argument("--strict", action="store_true",
+                   help="stop, before predicting, when FITS headers (pixel scale, FILTER, BUNIT) differ from the "
+                   "model's card (default: warn)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="what computes the probabilities: auto (default: openvino when installed and no NVIDIA GPU "
                    "is visible, else keras; keras with --mc-samples), keras, openvino (converted once, stored in the "
@@ -141,7 +144,7 @@ def _predict(args: argparse.Namespace) -> int:
                 mc_samples=args.mc_samples, crop_pad=args.crop_pad, nan_fill=args.nan_fill, skip_bad=args.skip_bad,
                 progress=not args.quiet, chunk_size=args.chunk_size, hdu=args.hdu, overwrite=args.overwrite,
                 check_data=args.check_data, seed=args.seed, client=client, engine=args.engine,
-                precision=args.precision, worker_timeout=args.worker_timeout,
+                precision=args.precision, worker_timeout=args.worker_timeout, strict=args.strict,
             )
         for warning in caught:
             print(f"gamornet predict: warning: {warning.message}", file=sys.stderr)

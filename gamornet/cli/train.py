@@ -16,7 +16,7 @@ import argparse
 import os
 import secrets
 
-from gamornet.cli.args import parse_bools
+from gamornet.cli.args import number, parse_bools
 from gamornet.core.validation import check_input_shape, parse_input_shape
 
 __all__ = ["register_cli", "DEFAULTS"]
@@ -27,6 +27,7 @@ DEFAULTS: dict = {
     "validation_fraction": 0.1, "augment": None, "schedule": "decay", "plateau_factor": 0.1, "plateau_patience": 10,
     "early_stopping": None, "preprocessing": None, "mixed_precision": None, "input_shape": None, "catalog": None,
     "model": None, "load_bools": "all", "train_bools": "all", "seed": None, "data": None, "keep_optimizer": False,
+    "pixel_scale": None, "band": None,
 }  # fmt: skip
 _LR = {"train": 1e-4, "tl": 1e-5}
 
@@ -78,13 +79,19 @@ def register_cli(subparsers) -> None:
         p.add_argument("--keep-optimizer", action="store_true", default=None,
                        help="also save the optimiser state in trained_model.keras (about twice the size), to go on "
                        "training it with model.fit; checkpoints always keep it")
+        p.add_argument("--pixel-scale", type=number("--pixel-scale", 0, low_open=True), metavar="ARCSEC",
+                       help="arcsec per pixel of DATA, saved in the model's card (default: from a gamornet simulate "
+                       "folder's settings, else unknown)")
+        p.add_argument("--band", help="band of DATA (e.g. 'SDSS g'), saved in the model's card (default: from a "
+                       "gamornet simulate folder of a preset survey, else unknown)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=_main)
 
 
 _KEYS = ("data", "catalog", "model", "epochs", "batch_size", "input_shape", "lr", "momentum", "decay", "nesterov",
          "validation_fraction", "augment", "schedule", "plateau_factor", "plateau_patience", "early_stopping",
-         "mixed_precision", "checkpoint_freq", "seed", "preprocessing", "load_bools", "train_bools", "keep_optimizer")
+         "mixed_precision", "checkpoint_freq", "seed", "preprocessing", "load_bools", "train_bools", "keep_optimizer",
+         "pixel_scale", "band")
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -135,6 +142,23 @@ def _main(args: argparse.Namespace) -> int:
     return _run(settings, output, quiet=args.quiet)
 
 
+def _card(settings: dict) -> dict:
+    """Card facts of the training data: given, else the settings of a ``gamornet simulate`` folder."""
+    from gamornet.data.cards import PRESET_BANDS
+
+    card = {"pixel_scale_arcsec": settings.get("pixel_scale"), "band": settings.get("band")}
+    catalog = os.path.join(settings["data"], "catalog.ecsv")
+    if settings.get("catalog") is None and os.path.isfile(catalog):
+        from astropy.table import Table
+
+        config = Table.read(catalog, format="ascii.ecsv").meta.get("config") or {}
+        if card["pixel_scale_arcsec"] is None and isinstance(config.get("pixel_scale"), (int, float)):
+            card["pixel_scale_arcsec"] = float(config["pixel_scale"])
+        if card["band"] is None:
+            card["band"] = PRESET_BANDS.get(config.get("name"))
+    return card
+
+
 def _run(settings: dict, output: str, quiet: bool) -> int:
     from gamornet import data
     from gamornet.keras_backend import training
@@ -151,7 +175,7 @@ def _run(settings: dict, output: str, quiet: bool) -> int:
                   plateau_factor=settings["plateau_factor"], plateau_patience=settings["plateau_patience"],
                   early_stopping=settings["early_stopping"], resume=True,
                   mixed_precision=settings["mixed_precision"], seed=settings["seed"],
-                  keep_optimizer=bool(settings.get("keep_optimizer", False)))
+                  keep_optimizer=bool(settings.get("keep_optimizer", False)), card=_card(settings))
     with training.recorded_settings(settings):
         if settings["command"] == "tl":
             gamornet_tl_keras(train, None, val, None, shape, model_load_path=settings["model"],

@@ -9,7 +9,8 @@
   as each epoch ends; ``epoch`` counts from 0 as Keras' ``CSVLogger`` writes
   it, with a ``learning_rate`` column: the rate at the end of that epoch),
   ``model_NNNN.keras`` every ``checkpoint_freq`` epochs and the final
-  ``trained_model.keras``, each written atomically.  The final model holds
+  ``trained_model.keras``, each written atomically, with the model's card
+  (:mod:`gamornet.published.cards`) as the archive's ``gamornet_card.json``.  The final model holds
   the weights without the optimiser's state (about half the size with SGD
   momentum, a third with Adam; loaded uncompiled) unless ``keep_optimizer``;
   checkpoints keep the optimiser, so training can continue from them.
@@ -64,6 +65,7 @@ from gamornet.core.validation import check_flag, check_optimizer_args, check_pos
 from gamornet.data import Source, check_augment
 from gamornet.keras_backend.frameworks import backend_name, has_gpu
 from gamornet.keras_backend.model import CUSTOM_OBJECTS, check_keras_archive
+from gamornet.published.cards import ModelCard, write_card_entry
 
 __all__ = [
     "METRICS_FILE",
@@ -138,11 +140,13 @@ class FitOptions:
     callbacks: list = field(default_factory=list)
     optimizer: str = "sgd"
     keep_optimizer: bool = False
+    card: ModelCard | None = None
 
     def as_json(self) -> dict:
-        """The settings as JSON-able values (a callable loss by name; callbacks left out)."""
+        """The settings as JSON-able values (a callable loss by name; callbacks and card left out)."""
         out = asdict(self)
         out.pop("callbacks")
+        out.pop("card")
         out["augment"] = list(self.augment)
         if not isinstance(self.loss, str):
             out["loss"] = getattr(self.loss, "__name__", repr(self.loss))
@@ -156,7 +160,7 @@ def _has_gpu() -> bool:
 def check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, nesterov, loss, save_model, verbose,
                       augment=None, schedule=None, plateau_factor=0.1, plateau_patience=10, early_stopping=None,
                       resume=False, mixed_precision=None, steps_per_epoch=None, seed=None,
-                      callbacks=None, optimizer="sgd", keep_optimizer=False) -> FitOptions:
+                      callbacks=None, optimizer="sgd", keep_optimizer=False, card=None) -> FitOptions:
     """Check every training setting (error style of :mod:`gamornet.utils`); returns :class:`FitOptions`."""
     check_positive_int(epochs, "epochs")
     check_positive_int(checkpoint_freq, "checkpoint_freq", minimum=0)
@@ -197,7 +201,7 @@ def check_fit_options(epochs, checkpoint_freq, batch_size, lr, momentum, decay, 
     return FitOptions(int(epochs), int(checkpoint_freq), int(batch_size), float(lr), float(momentum), float(decay),
                       bool(nesterov), loss, bool(save_model), verbose, check_augment(augment), schedule,
                       float(plateau_factor), int(plateau_patience), early_stopping, bool(resume), mixed_precision,
-                      steps_per_epoch, seed, callbacks, optimizer, bool(keep_optimizer))
+                      steps_per_epoch, seed, callbacks, optimizer, bool(keep_optimizer), card)
 
 
 #: Optimizers ``optimizer=`` accepts: ``sgd`` (GaMorNet's, the default) and ``adam``.
@@ -247,8 +251,9 @@ def _without_optimizer(model: keras.Model) -> keras.Model:
     return copy
 
 
-def _save_model(model: keras.Model, path: str, training_state: dict | None = None, optimizer: bool = True) -> None:
-    """Save ``model`` atomically; ``training_state`` (JSON-able) goes into the same archive.
+def _save_model(model: keras.Model, path: str, training_state: dict | None = None, optimizer: bool = True,
+                card: ModelCard | None = None) -> None:
+    """Save ``model`` atomically; ``training_state`` (JSON-able) and ``card`` go into the same archive.
 
     With ``optimizer=False`` the file holds the model and its weights only
     (loaded, it is uncompiled).
@@ -258,6 +263,8 @@ def _save_model(model: keras.Model, path: str, training_state: dict | None = Non
         if training_state is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(CHECKPOINT_STATE_ENTRY, json.dumps(training_state))
+        if card is not None:
+            write_card_entry(tmp, card)
 
 
 def _read_training_state(path: str) -> dict | None:
@@ -314,13 +321,14 @@ def _as_float(value):
 class _PeriodicCheckpoint(keras.callbacks.Callback):
     """Save the whole model every ``freq`` epochs, atomically."""
 
-    def __init__(self, directory: str, freq: int):
+    def __init__(self, directory: str, freq: int, card: ModelCard | None = None):
         super().__init__()
-        self.directory, self.freq = directory, freq
+        self.directory, self.freq, self.card = directory, freq, card
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.freq == 0:
-            _save_model(self.model, os.path.join(self.directory, CHECKPOINT_FILE.format(epoch=epoch + 1)))
+            _save_model(self.model, os.path.join(self.directory, CHECKPOINT_FILE.format(epoch=epoch + 1)),
+                        card=self.card)
 
 
 class _ValidationBatches(keras.utils.PyDataset):
@@ -665,7 +673,7 @@ def _fit(build_model: Callable[[], keras.Model], train: Source, val: Source | No
             _truncate_metrics(metrics_path, completed)
         callbacks.append(keras.callbacks.CSVLogger(metrics_path, append=bool(completed)))
         if opts.checkpoint_freq:
-            callbacks.append(_PeriodicCheckpoint(save_dir, opts.checkpoint_freq))
+            callbacks.append(_PeriodicCheckpoint(save_dir, opts.checkpoint_freq, opts.card))
         if opts.resume:
             state = {**(state or {}), **epoch_state, "format": 2, "completed_epochs": completed, "epochs": opts.epochs,
                      "iterations": int(model.optimizer.iterations), "steps_per_epoch": steps, "seed": seed,
@@ -682,7 +690,7 @@ def _fit(build_model: Callable[[], keras.Model], train: Source, val: Source | No
         if close is not None:  # a generator: stop its reading thread
             close()
     if opts.save_model and save_dir is not None:
-        _save_model(model, os.path.join(save_dir, FINAL_MODEL_FILE), optimizer=opts.keep_optimizer)
+        _save_model(model, os.path.join(save_dir, FINAL_MODEL_FILE), optimizer=opts.keep_optimizer, card=opts.card)
     if opts.resume:
         state["finished"] = True
         _write_json(os.path.join(save_dir, STATE_FILE), state)
@@ -705,6 +713,6 @@ def _finished_model(save_dir: str, state: dict, opts: FitOptions) -> keras.Model
     if best is not None:
         model.set_weights(best)
     if opts.save_model:
-        _save_model(model, final, optimizer=opts.keep_optimizer)
+        _save_model(model, final, optimizer=opts.keep_optimizer, card=opts.card)
     _write_json(os.path.join(save_dir, STATE_FILE), {**state, "finished": True})
     return model

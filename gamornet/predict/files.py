@@ -67,6 +67,7 @@ from gamornet.core.validation import (
 )
 from gamornet.engines import EngineChoice, choose_engine
 from gamornet.predict.chunks import ChunkStore
+from gamornet.predict.headers import check_input_headers
 from gamornet.predict.images import ImageReader, scan_images
 from gamornet.predict.inputs import bad_images_error, list_images
 from gamornet.predict.passes import ChunkPlan, ForwardPass, ForwardSpec, aligned_spans, run_chunk
@@ -152,7 +153,8 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
                   hdu=None, overwrite: bool = False, check_data: bool = False, seed: int = 0,
                   strategy="auto", read_threads: int = 2, prefetch: int = 2,
                   on_chunk: Callable[[int, int], None] | None = None, client=None, workers: int | None = None,
-                  engine: str = "auto", precision: str = "float32", worker_timeout: float = 60.0) -> Table:
+                  engine: str = "auto", precision: str = "float32", worker_timeout: float = 60.0,
+                  strict: bool = False) -> Table:
     """Classify the galaxies of image files (or an array) into a table.
 
     Parameters
@@ -278,6 +280,14 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         or the last one lost) before the run ends with
         :class:`~gamornet.predict.distributed.NoWorkersError`, keeping its
         complete chunks for ``resume``.
+    strict : bool
+        Before anything is predicted, the headers of a few FITS inputs (the
+        first file of each folder) are compared with the model's card (pixel
+        scale from the WCS, ``FILTER``, ``BUNIT``;
+        :mod:`gamornet.predict.headers`); a mismatch warns once
+        (:class:`~gamornet.predict.headers.InputMismatchWarning`), or with
+        ``strict=True`` raises
+        :class:`~gamornet.predict.headers.InputMismatchError`.
 
     Returns
     -------
@@ -302,7 +312,7 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         inputs, model, flavor, input_shape, policy, output, batch_size, shard, resume, mc_samples, crop_pad, nan_fill,
         skip_bad, progress, chunk_size, hdu=hdu, overwrite=overwrite, check_data=check_data, seed=seed,
         strategy=strategy, read_threads=read_threads, prefetch=prefetch, on_chunk=on_chunk, client=client,
-        workers=workers, engine=engine, precision=precision, worker_timeout=worker_timeout)
+        workers=workers, engine=engine, precision=precision, worker_timeout=worker_timeout, strict=strict)
     with output_lock(settings.output):
         table, bad = _locked_run(settings)
     if bad:
@@ -342,6 +352,7 @@ class _Settings:
     on_chunk: Callable[[int, int], None] | None
     client: object
     worker_timeout: float
+    strict: bool = False
 
     def reader(self) -> ImageReader:
         """The image reader of the run."""
@@ -352,7 +363,7 @@ class _Settings:
 def _check_arguments(inputs, model, flavor, input_shape, policy, output, batch_size, shard, resume, mc_samples,
                      crop_pad, nan_fill, skip_bad, progress, chunk_size, *, hdu, overwrite, check_data, seed, strategy,
                      read_threads, prefetch, on_chunk, client, workers, engine, precision,
-                     worker_timeout) -> _Settings:
+                     worker_timeout, strict=False) -> _Settings:
     """Every argument of :func:`predict_files` checked, before any work (raises naming the argument)."""
     label, shape, rule = _resolve_model(model, flavor, input_shape, policy)
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -367,7 +378,7 @@ def _check_arguments(inputs, model, flavor, input_shape, policy, output, batch_s
     prefetch = check_positive_int(prefetch, "prefetch", minimum=0)
     check_callable(on_chunk, "on_chunk")
     for name, flag in (("resume", resume), ("skip_bad", skip_bad), ("progress", progress), ("overwrite", overwrite),
-                       ("check_data", check_data)):
+                       ("check_data", check_data), ("strict", strict)):
         check_flag(flag, name)
     if mc_samples and flavor != "keras":
         raise ValueError(f"`mc_samples` needs flavor='keras'. Received: mc_samples={mc_samples}, flavor={flavor!r}")
@@ -386,7 +397,7 @@ def _check_arguments(inputs, model, flavor, input_shape, policy, output, batch_s
         check_cluster_arguments(client, inputs, strategy)
     return _Settings(inputs, label, shape, rule, flavor, choice, output, batch_size, chunk_size, part, resume,
                      mc_samples, seed, crop_pad, nan_fill, hdu, skip_bad, check_data, overwrite, progress, strategy,
-                     read_threads, prefetch, on_chunk, client, worker_timeout)
+                     read_threads, prefetch, on_chunk, client, worker_timeout, strict)
 
 
 def _locked_run(s: _Settings) -> tuple[Table, list[tuple]]:
@@ -434,6 +445,7 @@ def _plan(s: _Settings, refs: list, first: int, bad: list[tuple], run: dict,
 
     Bad images found are appended to ``bad``; without ``skip_bad`` they raise.
     """
+    check_input_headers(refs, s.label, s.flavor, s.shape, hdu=s.hdu, strict=s.strict)
     position = {ref.id: first + i for i, ref in enumerate(refs)}
     good, scan_bad = scan_images(refs, s.shape, hdu=s.hdu, crop_pad=s.crop_pad, nan_fill=s.nan_fill, skip_bad=True,
                                  check_data=s.check_data, workers=2 * s.read_threads)

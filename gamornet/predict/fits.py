@@ -25,7 +25,7 @@ import numpy as np
 
 from gamornet.predict.inputs import BadImageError, InputSource
 
-__all__ = ["PlainPixels", "plain_fits_pixels", "physical_values", "scan_fits", "read_fits"]
+__all__ = ["PlainPixels", "plain_fits_pixels", "physical_values", "scan_fits", "read_fits", "read_image_header"]
 
 
 def _fits_hdu(hdul, hdu, image_id):
@@ -259,3 +259,25 @@ def read_fits(source: InputSource, image_id, hdu) -> np.ndarray:
         raise
     except Exception as exc:
         raise BadImageError(image_id, f"unreadable FITS file ({type(exc).__name__}: {exc})") from None
+
+
+def read_image_header(path: str, hdu=None):
+    """The header of the image HDU a prediction reads (chosen as :func:`read_fits` chooses it), without its data.
+
+    Returns an ``astropy.io.fits.Header`` (for a tile-compressed HDU, the
+    header of its image).
+
+    Raises
+    ------
+    BadImageError
+        If the file has no such image HDU or cannot be read.
+    """
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+            return _fits_hdu(hdul, hdu, path).header.copy()
+    except BadImageError:
+        raise
+    except Exception as exc:
+        raise BadImageError(path, f"unreadable FITS file ({type(exc).__name__}: {exc})") from None

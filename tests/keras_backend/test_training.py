@@ -218,3 +218,52 @@ def test_final_model_holds_weights_not_optimizer_state(tmp_path, blobs):
     np.testing.assert_array_equal(tuned.get_layer("conv_1").get_weights()[0], lean.get_layer("conv_1").get_weights()[0])
     with pytest.raises(ValueError, match="keep_optimizer"):
         gamornet_train_keras(x, y, None, None, SHAPE, files_save_path="/dev/null", keep_optimizer="yes")
+
+
+@pytest.mark.usefixtures("narrow_network")
+def test_trained_model_carries_its_card(tmp_path, trained_keras_model):
+    from gamornet.data.cards import training_card
+    from gamornet.keras_backend.model import CUSTOM_OBJECTS
+    from gamornet.published.cards import ModelCard, read_card
+
+    card = read_card(trained_keras_model[0])  # trained from scratch on arrays: facts of the data unknown
+    assert card.shape == SHAPE and card.band is None and card.pixel_scale_arcsec is None
+    assert card.training.startswith("trained from scratch")
+    x, y = blob_data(12, seed=5)
+    gamornet_train_keras(x, y, None, None, SHAPE, files_save_path=str(tmp_path), epochs=1, batch_size=6, verbose=0,
+                         checkpoint_freq=1, card={"band": "SDSS r", "pixel_scale_arcsec": 0.396})
+    for name in ("trained_model.keras", "model_0001.keras"):
+        card = read_card(tmp_path / name)
+        assert (card.band, card.pixel_scale_arcsec, card.shape) == ("SDSS r", 0.396, SHAPE)
+        keras.saving.load_model(tmp_path / name, custom_objects=CUSTOM_OBJECTS, compile=False)  # Keras ignores it
+    with pytest.raises(ValueError, match="Received: card="):
+        gamornet_train_keras(x, y, None, None, SHAPE, files_save_path=str(tmp_path / "b"), epochs=1, verbose=0,
+                             card={"pixel": 1})
+    simulated = training_card(None, data.SimulatedSource("CANDELS"), (83, 83, 1), start="CANDELS_sim", transfer=True)
+    assert (simulated.pixel_scale_arcsec, simulated.band) == (0.06, "CANDELS (HST WFC3) H, F160W")
+    assert simulated.training.startswith("transfer learning from CANDELS_sim")
+    assert training_card(ModelCard("x", band="g"), data.SimulatedSource("SDSS"), (167, 167, 1)).band == "g"
+
+
+@pytest.mark.usefixtures("narrow_network")
+def test_cli_train_card_from_simulate_settings_or_options(tmp_path):
+    from astropy.table import Table
+
+    from gamornet.cli import main
+    from gamornet.published.cards import read_card
+
+    x, y = blob_data(12, seed=7)
+    folder = tmp_path / "sim"
+    folder.mkdir()
+    np.save(folder / "images.npy", x)
+    catalog = Table({"label": NAMES[np.argmax(y, 1)]})
+    catalog.meta["config"] = {"name": "CANDELS", "pixel_scale": 0.06}  # as gamornet simulate records its settings
+    catalog.write(folder / "catalog.ecsv")
+    common = ["--epochs", "1", "--batch-size", "6", "--validation-fraction", "0", "--quiet"]
+    assert main(["train", str(folder), "--output", str(tmp_path / "a"), *common]) == 0
+    card = read_card(tmp_path / "a" / "trained_model.keras")
+    assert (card.band, card.pixel_scale_arcsec, card.shape) == ("CANDELS (HST WFC3) H, F160W", 0.06, SHAPE)
+    assert main(["train", str(folder), "--output", str(tmp_path / "b"), "--band", "SDSS r", "--pixel-scale", "0.4",
+                 *common]) == 0
+    card = read_card(tmp_path / "b" / "trained_model.keras")
+    assert (card.band, card.pixel_scale_arcsec) == ("SDSS r", 0.4)

@@ -331,8 +331,8 @@ def test_killed_process_resumes_to_identical_table(images, model_path, tmp_path)
             if done == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        predict_files({str(directory)!r}, {model_path!r}, input_shape=(32, 32, 1), output={str(out)!r},
-                      batch_size=2, chunk_size=2, progress=False, on_chunk=kill)
+        predict_files({str(directory)!r}, {model_path!r}, input_shape=(32, 32, 1), engine="keras",
+                      output={str(out)!r}, batch_size=2, chunk_size=2, progress=False, on_chunk=kill)
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, timeout=300)

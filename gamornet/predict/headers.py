@@ -1,0 +1,176 @@
+"""Do the input images fit the model?  Their FITS headers compared with the model's card.
+
+Before anything is predicted, :func:`check_input_headers` reads the headers
+(never the pixels) of a few FITS inputs: the first file (in sorted order) of
+each folder the inputs come from, which is enough for cutouts made alike.
+From each it takes
+
+- the pixel scale, from the WCS (``CDELT`` or ``CD`` keywords, rotated or not:
+  :func:`astropy.wcs.utils.proj_plane_pixel_scales`), else a ``PIXSCALE``
+  keyword in arcsec (as ``gamornet simulate`` writes it);
+- the band, from ``FILTER`` (or ``BAND``);
+- the pixel units, from ``BUNIT``;
+
+and compares them with the model's card
+(:func:`gamornet.published.cards.read_card`; for a model file without a card,
+the card of the survey its input shape names, SDSS or CANDELS).  Pixel
+scales match within 1%; band names loosely (``g``, ``SDSS g`` and ``g-band``
+are one band, ``F160W`` and ``H`` another); units only when the card states
+them.  Mismatches give one :class:`InputMismatchWarning` per run listing
+each, with the handbook's advice (its FAQ: "Can I run GaMorNet on any galaxy
+image? No!"), or with ``strict=True`` an :class:`InputMismatchError`.
+Arrays, ``.npy`` stacks and headers without these keywords are not checked.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from gamornet.predict.fits import read_image_header
+from gamornet.predict.inputs import BadImageError
+from gamornet.published.cards import (
+    HANDBOOK_ADVICE,
+    ModelCard,
+    bands_match,
+    card_for_shape,
+    get_card,
+    read_card,
+    units_match,
+)
+from gamornet.published.models import is_published_model
+
+__all__ = ["InputMismatchWarning", "InputMismatchError", "header_facts", "model_card", "check_input_headers"]
+
+#: Relative difference of pixel scales still taken as the same.
+SCALE_TOLERANCE = 0.01
+_SCALE_KEYS = frozenset(("CDELT1", "CDELT2", "CD1_1", "CD1_2", "CD2_1", "CD2_2"))
+
+
+class InputMismatchWarning(UserWarning):
+    """The input images differ from the model's training images (pixel scale, band or units)."""
+
+
+class InputMismatchError(ValueError):
+    """With ``strict=True``: the input images differ from the model's training images."""
+
+
+def _wcs_scale(header) -> float | None:
+    """Mean pixel scale (arcsec) of the two image axes of a header's WCS."""
+    from astropy import units as u
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            wcs = WCS(header, naxis=2)
+            scales = proj_plane_pixel_scales(wcs)
+        except Exception:  # a WCS astropy cannot read: no scale
+            return None
+    arcsec = []
+    for scale, unit in zip(scales, wcs.wcs.cunit):
+        try:
+            factor = u.Unit(str(unit) or "deg").to(u.arcsec)
+        except (ValueError, u.UnitConversionError):
+            factor = 3600.0  # FITS default for celestial axes: degrees
+        arcsec.append(abs(float(scale)) * factor)
+    return sum(arcsec) / len(arcsec) if arcsec and all(s > 0 for s in arcsec) else None
+
+
+def header_facts(header) -> dict:
+    """``pixel_scale`` (arcsec), ``band`` and ``units`` of a FITS header, each None where it has none."""
+    scale = _wcs_scale(header) if _SCALE_KEYS & set(header.keys()) else None
+    if scale is None and isinstance(header.get("PIXSCALE"), (int, float)) and header["PIXSCALE"] > 0:
+        scale = float(header["PIXSCALE"])
+    band = next((str(header[k]).strip() for k in ("FILTER", "BAND") if str(header.get(k, "")).strip()), None)
+    units = str(header["BUNIT"]).strip() if str(header.get("BUNIT", "")).strip() else None
+    return {"pixel_scale": scale, "band": band, "units": units}
+
+
+def model_card(label: str, flavor: str, shape) -> ModelCard | None:
+    """The card to check inputs against: a published model's, a model file's own, or that of its input shape."""
+    if is_published_model(label):
+        return get_card(label, flavor)
+    try:
+        card = read_card(label)
+    except (OSError, ValueError):
+        card = None
+    return card if card is not None else card_for_shape(shape, flavor)
+
+
+def _mismatches(facts: dict, card: ModelCard, where: str) -> list[tuple[str, str]]:
+    """(kind, message) of each way one header differs from the card."""
+    found = []
+    scale, model_scale = facts["pixel_scale"], card.pixel_scale_arcsec
+    if scale is not None and model_scale and abs(scale - model_scale) > SCALE_TOLERANCE * model_scale:
+        found.append((f"scale:{scale:.4g}", f'pixel scale {scale:.4g}"/px ({where}) differs from the model\'s '
+                                            f'{model_scale:g}"/px: for {HANDBOOK_ADVICE["scratch"]}'))
+    if facts["band"] is not None and card.band and not bands_match(facts["band"], card.band):
+        found.append((f"band:{facts['band']}", f"band {facts['band']!r} ({where}) differs from the model's "
+                                               f"{card.band}: for {HANDBOOK_ADVICE['transfer']}; for "
+                                               f"{HANDBOOK_ADVICE['scratch']}"))
+    if facts["units"] is not None and card.units and not units_match(facts["units"], card.units):
+        found.append((f"units:{facts['units']}", f"units {facts['units']!r} ({where}) differ from the model's "
+                                                 f"{card.units}: GaMorNet applies no preprocessing, so the pixels "
+                                                 "must be in the units of its training images"))
+    return found
+
+
+def _sample_paths(refs) -> list[str]:
+    """The first FITS file (sorted) of each folder the images come from."""
+    firsts: dict[str, str] = {}
+    for path in sorted({ref.source.path for ref in refs if ref.source.kind == "fits"}):
+        firsts.setdefault(os.path.dirname(path), path)
+    return list(firsts.values())
+
+
+def check_input_headers(refs, label: str, flavor: str, shape, hdu=None, strict: bool = False) -> list[str]:
+    """Compare the headers of a few FITS inputs with the model's card; warn once (or raise) on mismatches.
+
+    Parameters
+    ----------
+    refs : list of gamornet.predict.inputs.ImageRef
+        The images of the run; only FITS files are looked at, one per folder.
+    label : str
+        Published model name or model path.
+    flavor : str
+    shape : tuple
+        The model's input shape (chooses the card of a model file without one).
+    hdu : int or str, optional
+        The image HDU read.
+    strict : bool
+        Raise instead of warning.
+
+    Returns
+    -------
+    list of str
+        The mismatches found (empty when the inputs fit, or cannot be checked).
+
+    Raises
+    ------
+    InputMismatchError
+        With ``strict=True``, if any header differs from the card.
+    """
+    paths = _sample_paths(refs)
+    card = model_card(label, flavor, shape) if paths else None
+    if card is None:
+        return []
+    found: dict[str, str] = {}
+    for path in paths:
+        try:
+            facts = header_facts(read_image_header(path, hdu))
+        except BadImageError:
+            continue  # the scan reports unreadable files
+        for kind, message in _mismatches(facts, card, os.path.basename(path)):
+            found.setdefault(kind, message)
+    if not found:
+        return []
+    messages = list(found.values())
+    text = (f"The input images may not fit the model {card.name} (headers of {len(paths)} FITS file(s) read, the "
+            "first of each folder):\n- " + "\n- ".join(messages) + "\nThe handbook's FAQ, 'Can I run GaMorNet on "
+            f"any galaxy image? No!': for {HANDBOOK_ADVICE['predict']}; for {HANDBOOK_ADVICE['few']}.")
+    if strict:
+        raise InputMismatchError(f"{text} Received: strict=True")
+    warnings.warn(text, InputMismatchWarning, stacklevel=5)
+    return messages
