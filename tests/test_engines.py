@@ -169,6 +169,7 @@ def images():
     return make_data(10, seed=5)[0]
 
 
+@pytest.mark.slow  # trains the agreement model
 @pytest.mark.openvino
 @needs_openvino
 def test_openvino_bfloat16_agrees_with_float32(galaxy_model, test_galaxies):

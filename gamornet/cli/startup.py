@@ -59,29 +59,34 @@ def _startup_lines_dropped() -> Iterator[None]:
 class _QuietLoader(importlib.abc.Loader):
     """Runs a module's loader with TensorFlow's start-up noise dropped (see :class:`_QuietStartup`)."""
 
-    def __init__(self, loader):
-        self.loader = loader
+    def __init__(self, loader, finder: _QuietStartup):
+        self.loader, self.finder = loader, finder
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
         module.__loader__ = module.__spec__.loader = self.loader  # the module looks imported as usual
+        with contextlib.suppress(ValueError):  # TensorFlow is imported now: the hook's work is done
+            sys.meta_path.remove(self.finder)
         with _startup_lines_dropped():
             self.loader.exec_module(module)
 
 
 class _QuietStartup(importlib.abc.MetaPathFinder):
-    """Import hook: the first import of ``tensorflow`` runs with its start-up lines dropped, then the hook leaves."""
+    """Import hook: the first import of ``tensorflow`` runs with its start-up lines dropped, then the hook leaves.
+
+    It stays in place until TensorFlow is really imported: a look-up alone
+    (``importlib.util.find_spec("tensorflow")``, as done to tell whether
+    TensorFlow is installed) does not use it up.
+    """
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "tensorflow":
             return None
-        with contextlib.suppress(ValueError):
-            sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader)
+            spec.loader = _QuietLoader(spec.loader, self)
         return spec
 
 

@@ -98,6 +98,11 @@ def test_predict_shows_no_tensorflow_startup_lines_unless_the_user_sets_the_log_
     assert not [noise for noise in STARTUP_NOISE if noise in err], err
     assert "bfloat16" not in err  # no native bfloat16: no notice
     assert "Predicting 8 images" in err
+    # the default engine converting the model first (TensorFlow imported after a look-up of whether it is installed)
+    auto = [a for a in args if a not in ("--engine", "keras")]
+    err = _gamornet(auto, _env(GAMORNET_CPU_FLAGS="avx2 fma", GAMORNET_HOME=str(tmp_path / "home")), tmp_path).stderr
+    assert not [noise for noise in STARTUP_NOISE if noise in err], err
+    assert "Predicting 8 images" in err
     loud = _gamornet(args, _env(GAMORNET_CPU_FLAGS="avx2 fma", TF_CPP_MIN_LOG_LEVEL="0"), tmp_path).stderr
     assert [noise for noise in STARTUP_NOISE if noise in loud], loud  # the user's level 0 shows them again
 
