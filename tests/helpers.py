@@ -212,3 +212,49 @@ def read_metrics(directory) -> list[dict]:
 def column(rows, key) -> list[float]:
     """One column of :func:`read_metrics` rows, as floats."""
     return [float(r[key]) for r in rows]
+
+
+# ---------------------------------------------------------------- survey fields (cutout tests)
+
+#: Sigma (arcsec) of the Gaussian galaxies of :func:`field`.
+SIGMA = 1.2
+
+
+def tan_wcs(ra, dec, scale, shape, rotation=0.0, crpix=None):
+    """A TAN WCS (CD matrix) at ``scale`` arcsec/px, rotated by ``rotation`` degrees (centred by default)."""
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [ra, dec]
+    wcs.wcs.crpix = crpix if crpix is not None else [(shape[1] + 1) / 2, (shape[0] + 1) / 2]
+    s, t = scale / 3600, np.radians(rotation)
+    wcs.wcs.cd = [[-s * np.cos(t), s * np.sin(t)], [s * np.sin(t), s * np.cos(t)]]
+    return wcs
+
+
+def field(wcs, shape, coords, scale: float, flux: float = 1000.0) -> np.ndarray:
+    """Round Gaussians (:data:`SIGMA`) of total ``flux`` at the SkyCoord ``coords``, integrated over 9x9 sub-pixels."""
+    image = np.zeros(shape)
+    sub = (np.arange(9) - 4) / 9
+    x, y = wcs.world_to_pixel(coords)
+    sigma = SIGMA / scale
+    for xs, ys in zip(np.atleast_1d(x), np.atleast_1d(y)):
+        j0, i0 = int(round(xs)), int(round(ys))
+        jj, ii = np.meshgrid(np.arange(max(0, j0 - 12 * int(sigma + 1)), min(shape[1], j0 + 12 * int(sigma + 1))),
+                             np.arange(max(0, i0 - 12 * int(sigma + 1)), min(shape[0], i0 + 12 * int(sigma + 1))))
+        dx = jj[..., None, None] + sub[None, None, :, None] - xs
+        dy = ii[..., None, None] + sub[None, None, None, :] - ys
+        g = np.exp(-(dx**2 + dy**2) / (2 * sigma**2)).mean(axis=(2, 3)) * flux / (2 * np.pi * sigma**2)
+        image[ii, jj] += g
+    return image
+
+
+def write_tile(path, wcs, image, **header) -> str:
+    """``image`` (float32) with the header of ``wcs`` (and ``header``) as a FITS file."""
+    from astropy.io import fits
+
+    hdr = wcs.to_header()
+    hdr.update(header)
+    fits.PrimaryHDU(image.astype(np.float32), header=hdr).writeto(path)
+    return str(path)

@@ -1,7 +1,7 @@
 """The documentation: the Sphinx build, the tutorial notebooks and every code example.
 
 - ``built_docs`` (one per test session): ``sphinx-build -W`` (any warning
-  fails) into a temporary folder.  The build executes the three notebooks of
+  fails) into a temporary folder.  The build executes the four notebooks of
   ``tutorials/`` (``docs/_ext/gamornet_docs.py``) in fresh kernels of the
   current interpreter (a ``python3`` kernel spec written to a temporary
   ``JUPYTER_PATH``), small and offline (``GAMORNET_TUTORIAL_SMALL=1``,
@@ -158,9 +158,9 @@ def test_docs_build(built_docs):
     assert subcommands and all(f"gamornet {name}" in cli_text for name in subcommands)
     assert {p.name for p in (out / "_images").glob("montage_*.png")} == {"montage_sdss.png", "montage_candels.png"}
     assert 'src="_images/layers.png"' in (out / "architecture.html").read_text(encoding="utf-8")  # the layers drawn
-    assert len(list((out / "_downloads").rglob("*.ipynb"))) == len(NOTEBOOKS) == 3
+    assert len(list((out / "_downloads").rglob("*.ipynb"))) == len(NOTEBOOKS) == 4
 
-    for page in ("predictions", "training", "transfer_learning"):
+    for page in ("predictions", "training", "transfer_learning", "survey_cutouts"):
         html = (out / "tutorials" / f"{page}.html").read_text(encoding="utf-8")
         figures = re.findall(r'<img class="notebook-output" src="data:image/png;base64,([A-Za-z0-9+/=]{100,})"', html)
         assert len(figures) >= 3, f"tutorials/{page}.html shows {len(figures)} figures"

@@ -13,7 +13,7 @@
     folder under a key of the notebook, the package sources and the
     settings, so an unchanged notebook is not run again.  By default the
     kernel runs with ``GAMORNET_TUTORIAL_SMALL=1`` (tiny sizes, a few minutes
-    for the three tutorials on a CPU); set ``GAMORNET_TUTORIAL_SMALL=0`` in the
+    for the tutorials on a CPU); set ``GAMORNET_TUTORIAL_SMALL=0`` in the
     environment of ``sphinx-build`` for the full sizes.  A failing cell is a
     build warning (an error with ``-W``).  ``GAMORNET_DOCS_EXECUTED_NOTEBOOKS``
     may name a folder of executed copies (same file names) to render instead;

@@ -7,6 +7,7 @@ Examples::
     gamornet merge part*.fits --output all.fits
     gamornet predict cutouts/ --model SDSS_tl --output sdss.parquet --workers 4
     gamornet predict cutouts/ --model SDSS_tl --output sdss.parquet --scheduler scheduler.json
+    gamornet predict --catalog galaxies.ecsv --images 'tiles/*.fits' --model SDSS_tl --output sdss.ecsv
 
 TensorFlow is imported only when a command runs, not when the parser is built.
 """
@@ -44,6 +45,27 @@ def _scheduler(text: str) -> str:
     return check_scheduler(text)
 
 
+def _add_catalog_arguments(p) -> None:
+    """The arguments of ``gamornet predict --catalog CATALOG --images IMAGE ...``."""
+    catalog = p.add_argument_group("one step from a catalogue", "cut every catalogue row out of survey images on the "
+                                   "fly, on the model's grid (its card, else --survey, or --pixel-scale and --size), "
+                                   "and write every row with its cutout_flag and columns; rows whose cutout is not "
+                                   "usable get masked probabilities")
+    catalog.add_argument("--catalog", metavar="CATALOG", help="table with RA and Dec (ECSV, CSV, FITS, VOTable, "
+                         "Parquet), instead of INPUTs")
+    catalog.add_argument("--images", nargs="+", metavar="IMAGE", help="FITS survey images with a celestial WCS")
+    catalog.add_argument("--survey", type=str.upper, choices=("SDSS", "CANDELS"),
+                         help="grid of a model file without a card: SDSS (167x167 at 0.396\"/px), CANDELS (83x83 at "
+                         "0.06\"/px)")
+    catalog.add_argument("--pixel-scale", type=number("pixel_scale", low=0, low_open=True), metavar="ARCSEC",
+                         help="arcsec per pixel of the cutouts (instead of, or overriding, the card or --survey)")
+    catalog.add_argument("--size", type=int_at_least("size", 1), metavar="N", help="pixels on a side of the cutouts")
+    catalog.add_argument("--ra-column", metavar="NAME", help="RA column (default: found by name, e.g. ra, RAJ2000)")
+    catalog.add_argument("--dec-column", metavar="NAME", help="Dec column (default: found by name, e.g. dec)")
+    catalog.add_argument("--id-column", metavar="NAME", help="id column (default: found by name, e.g. id, objid; "
+                         "else the row number)")
+
+
 def register_cli(subparsers) -> None:
     """Add the ``predict`` and ``merge`` subcommands."""
     p = subparsers.add_parser(
@@ -53,7 +75,9 @@ def register_cli(subparsers) -> None:
         "indeterminate or bulge, writing a table (.ecsv, .csv, .fits, .parquet). Bad files are reported before "
         "anything is predicted. Large runs are saved in chunks (<output>.chunks/) and can be resumed.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS / .npy files, directories or quoted glob patterns")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="FITS / .npy files, directories or quoted glob patterns "
+                   "(or --catalog and --images)")
+    _add_catalog_arguments(p)
     p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
                    help="published model (SDSS_sim, SDSS_tl, CANDELS_sim, CANDELS_tl) or a model file / prefix")
     p.add_argument("--flavor", choices=FLAVORS, default="keras", help="backend (default: keras)")
@@ -82,7 +106,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip bad images, listing them in <output>.skipped.csv")
     p.add_argument("--check-data", action="store_true",
                    help="also read all pixels before predicting, so NaN pixels are reported up front")
-    p.add_argument("--hdu", type=hdu, metavar="N|NAME", help="FITS HDU number or EXTNAME")
+    p.add_argument("--hdu", type=hdu, metavar="N|NAME", help="FITS HDU number or EXTNAME (of the --images with "
+                   "--catalog; default: the first 2-D one with a WCS)")
     p.add_argument("--strict", action="store_true",
                    help="stop, before predicting, when FITS headers (pixel scale, FILTER, BUNIT) differ from the "
                    "model's card (default: warn)")
@@ -119,7 +144,7 @@ def register_cli(subparsers) -> None:
 
 
 def _summary(table, output: str | None) -> str:
-    counts = Counter(table["label"].tolist())
+    counts = Counter(table["label"].tolist())  # masked labels (rows not predicted) count as None
     labels = ", ".join(f"{name} {counts.get(name, 0)}" for name in ("disk", "indeterminate", "bulge"))
     skipped = table.meta.get("nskipped", 0)
     engine = f", {table.meta['engine']} {table.meta['precision']}" if "engine" in table.meta else ""
@@ -129,22 +154,29 @@ def _summary(table, output: str | None) -> str:
 def _predict(args: argparse.Namespace) -> int:
     from gamornet.core.notices import show_bfloat16_notice
 
+    if bool(args.inputs) == (args.catalog is not None) or (args.catalog is not None) != (args.images is not None):
+        raise ValueError("give INPUT files, or --catalog with --images. Received: "
+                         f"INPUT={args.inputs}, --catalog={args.catalog}, --images={args.images}")
     show_bfloat16_notice(args.precision, args.engine, args.flavor, args.quiet)  # float32 on a bfloat16 CPU
     from gamornet.predict.distributed import cluster_client
     from gamornet.predict.files import predict_files
 
+    route = {"catalog": args.catalog, "images": args.images, "survey": args.survey, "pixel_scale": args.pixel_scale,
+             "size": args.size, "ra_column": args.ra_column, "dec_column": args.dec_column,
+             "id_column": args.id_column}
     try:
         quiet = not getattr(args, "debug", False)  # Dask's own log lines only with gamornet --debug
         with warnings.catch_warnings(record=True) as caught, cluster_client(args.scheduler, args.workers,
                                                                             quiet=quiet) as client:
             warnings.simplefilter("always", UserWarning)
             table = predict_files(
-                args.inputs, model=args.model, flavor=args.flavor, input_shape=args.input_shape, policy=args.policy,
+                args.inputs or None, model=args.model, flavor=args.flavor, input_shape=args.input_shape,
+                policy=args.policy,
                 output=args.output, batch_size=args.batch_size, shard=args.shard, resume=args.resume,
                 mc_samples=args.mc_samples, crop_pad=args.crop_pad, nan_fill=args.nan_fill, skip_bad=args.skip_bad,
                 progress=not args.quiet, chunk_size=args.chunk_size, hdu=args.hdu, overwrite=args.overwrite,
                 check_data=args.check_data, seed=args.seed, client=client, engine=args.engine,
-                precision=args.precision, worker_timeout=args.worker_timeout, strict=args.strict,
+                precision=args.precision, worker_timeout=args.worker_timeout, strict=args.strict, **route,
             )
         for warning in caught:
             print(f"gamornet predict: warning: {warning.message}", file=sys.stderr)

@@ -22,7 +22,6 @@ one.  A lock (``DIR/.lock``) keeps two runs out of one folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -36,12 +35,11 @@ from astropy.table import Table
 from gamornet.core.files import atomic_path, make_output_dir, output_lock
 from gamornet.core.progress import progress_bar
 from gamornet.core.tables import read_table, write_table
-from gamornet.cutouts.catalog import catalog_positions, load_catalog
-from gamornet.cutouts.grid import ModelGrid, grid_wcs, model_grid
-from gamornet.cutouts.resample import cut_source
-from gamornet.cutouts.tiles import Tile, locate_sources, open_tile
+from gamornet.cutouts.catalog import load_catalog
+from gamornet.cutouts.grid import model_grid
+from gamornet.cutouts.plan import METHODS, ROW_DTYPE, CutoutPlan, cutout_flags
 
-__all__ = ["make_cutouts", "FLAGS", "ADDED_COLUMNS", "FITS_NAME", "DEFAULT_MAX_NAN_FRACTION"]
+__all__ = ["make_cutouts", "cutout_table", "FLAGS", "ADDED_COLUMNS", "FITS_NAME", "DEFAULT_MAX_NAN_FRACTION"]
 
 #: Values of ``cutout_flag``.
 FLAGS = ("ok", "partial", "too_many_nan", "off_image")
@@ -54,40 +52,6 @@ FITS_NAME = "cutout_{:06d}.fits"
 DEFAULT_MAX_NAN_FRACTION = 0.25
 _STAGING = ".cutouts.part"
 _PROGRESS_FORMAT = "gamornet cutouts progress 1"
-_METHODS = ("", "copy", "resample")
-_ROW_DTYPE = np.dtype([("coverage", "f8"), ("nan_fraction", "f8"), ("method", "i1"), ("x", "f8"), ("y", "f8")])
-
-
-class _Plan:
-    """What a run cuts: the positions, the tiles and which tile each source comes from."""
-
-    def __init__(self, table: Table, images, grid: ModelGrid, columns: dict, hdu):
-        coords, self.ids, self.columns = catalog_positions(table, **columns)
-        self.ra, self.dec = coords.ra.deg, coords.dec.deg
-        paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
-        if not paths:
-            raise ValueError("`images` must name at least one FITS file. Received: images=[]")
-        self.tiles: list[Tile] = [open_tile(p, hdu) for p in paths]
-        self.grid, self.hdu = grid, hdu
-        self.tile_index, self.x, self.y, _ = locate_sources(coords, self.tiles, grid)
-
-    def digest(self, settings: dict) -> str:
-        """SHA-256 of what decides the cutouts: positions, tiles (path, size, time), grid and settings."""
-        digest = hashlib.sha256()
-        tiles = [(os.path.abspath(t.path), os.path.getsize(t.path), os.stat(t.path).st_mtime_ns, t.hdu)
-                 for t in self.tiles]
-        digest.update(json.dumps({"tiles": tiles, "grid": [self.grid.pixel_scale, self.grid.size], **settings},
-                                 sort_keys=True, default=str).encode())
-        for values in (self.ra, self.dec, np.asarray(self.ids).astype(str)):
-            digest.update(np.ascontiguousarray(values).tobytes())
-        return digest.hexdigest()
-
-
-def _flags(tile_index, coverage, nan_fraction, max_nan_fraction: float) -> np.ndarray:
-    flags = np.where(nan_fraction > max_nan_fraction, "too_many_nan", "ok").astype("U12")
-    flags[coverage < 1] = "partial"
-    flags[np.asarray(tile_index) < 0] = "off_image"
-    return flags
 
 
 def _write_fits(path: str, image: np.ndarray, wcs, index: int, source_id) -> None:
@@ -100,26 +64,19 @@ def _write_fits(path: str, image: np.ndarray, wcs, index: int, source_id) -> Non
         fits.PrimaryHDU(image, header=header).writeto(tmp, overwrite=True)
 
 
-def _cut_rows(plan: _Plan, rows: np.ndarray, fits_dir: str | None) -> list[tuple[int, np.ndarray, tuple]]:
+def _cut_rows(plan: CutoutPlan, rows: np.ndarray, fits_dir: str | None) -> list[tuple[int, np.ndarray, tuple]]:
     """Cut the sources ``rows`` (all from one tile, or on none): ``(row, image, results)`` each."""
     out = []
     for row in rows:
-        k = plan.tile_index[row]
-        if k < 0:
-            image = np.full((plan.grid.size,) * 2, np.nan, np.float32)
-            wcs, result = grid_wcs(plan.ra[row], plan.dec[row], plan.grid), (0.0, 1.0, 0, np.nan, np.nan)
-        else:
-            cut = cut_source(plan.tiles[k], plan.x[row], plan.y[row], plan.ra[row], plan.dec[row], plan.grid)
-            image, wcs = cut.image, cut.wcs
-            result = (cut.coverage, float(np.mean(np.isnan(image))), _METHODS.index(cut.method), cut.x, cut.y)
+        image, wcs, result = plan.cut(row)
         if fits_dir is not None:
             _write_fits(os.path.join(fits_dir, FITS_NAME.format(row)), image, wcs, int(row), plan.ids[row])
         out.append((int(row), image, result))
     return out
 
 
-def _run_chunks(plan: _Plan, images: np.ndarray, rows: np.ndarray, chunks: list[np.ndarray], pool: ThreadPoolExecutor,
-                fits_dir: str | None, on_chunk, bar, done: int) -> None:
+def _run_chunks(plan: CutoutPlan, images: np.ndarray, rows: np.ndarray, chunks: list[np.ndarray],
+                pool: ThreadPoolExecutor, fits_dir: str | None, on_chunk, bar, done: int) -> None:
     """Cut the chunks from ``done`` on, in order; within a chunk the tiles' groups of rows run in parallel."""
     for number in range(done, len(chunks)):
         chunk = chunks[number]
@@ -132,20 +89,38 @@ def _run_chunks(plan: _Plan, images: np.ndarray, rows: np.ndarray, chunks: list[
         bar.update(int(chunk[-1]) + 1)
 
 
-def _result_table(table: Table, plan: _Plan, rows: np.ndarray, keep_columns, max_nan_fraction: float) -> Table:
-    """The output catalogue: :data:`ADDED_COLUMNS`, then the kept catalogue columns."""
-    n = len(table)
-    names = [plan.tiles[k].name if k >= 0 else "" for k in plan.tile_index]
+def cutout_table(table: Table, plan: CutoutPlan, rows: np.ndarray, keep_columns=None,
+                 max_nan_fraction: float = DEFAULT_MAX_NAN_FRACTION, select: slice = slice(None)) -> Table:
+    """The output catalogue of the rows ``select``: :data:`ADDED_COLUMNS`, then the kept catalogue columns.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        The whole catalogue.
+    plan : CutoutPlan
+        Its plan.
+    rows : numpy.ndarray
+        The cut results (:data:`gamornet.cutouts.plan.ROW_DTYPE`) of the rows ``select``.
+    keep_columns : sequence of str, optional
+        Catalogue columns to keep (default all).
+    max_nan_fraction : float
+        See :func:`make_cutouts`.
+    select : slice
+        The catalogue rows (default all).
+    """
+    index = np.arange(len(table))[select]
+    tile_index = plan.tile_index[select]
+    names = [os.path.basename(plan.paths[k]) if k >= 0 else "" for k in tile_index]
     out = Table()
-    out["cutout_index"] = np.arange(n)
-    out["cutout_id"] = plan.ids
-    out["cutout_ra"], out["cutout_dec"] = plan.ra, plan.dec
+    out["cutout_index"] = index
+    out["cutout_id"] = plan.ids[select]
+    out["cutout_ra"], out["cutout_dec"] = plan.ra[select], plan.dec[select]
     out["cutout_ra"].unit = out["cutout_dec"].unit = "deg"
-    out["cutout_flag"] = _flags(plan.tile_index, rows["coverage"], rows["nan_fraction"], max_nan_fraction)
+    out["cutout_flag"] = cutout_flags(tile_index, rows["coverage"], rows["nan_fraction"], max_nan_fraction)
     out["cutout_coverage"], out["cutout_nan_fraction"] = rows["coverage"], rows["nan_fraction"]
-    out["cutout_method"] = np.array([_METHODS[m] for m in rows["method"]], dtype="U8")
+    out["cutout_method"] = np.array([METHODS[m] for m in rows["method"]], dtype="U8")
     out["tile"] = np.array(names, dtype=f"U{max([1, *map(len, names)])}")
-    out["tile_x"], out["tile_y"] = plan.x, plan.y
+    out["tile_x"], out["tile_y"] = plan.x[select], plan.y[select]
     out["cutout_x"], out["cutout_y"] = rows["x"], rows["y"]
     keep = table.colnames if keep_columns is None else list(keep_columns)
     for name in keep:
@@ -157,14 +132,14 @@ def _result_table(table: Table, plan: _Plan, rows: np.ndarray, keep_columns, max
                 raise ValueError(f"`keep_columns`: {name!r} is a column the cutouts add. Received: {name!r}")
             warnings.warn(f"the catalogue's column {name!r} is left out: the cutout table has its own", stacklevel=4)
             continue
-        out[name] = table[name]
+        out[name] = table[name][select]
     return out
 
 
-def _meta(plan: _Plan, digest: str) -> dict:
+def _meta(plan: CutoutPlan, digest: str) -> dict:
     return {"survey": plan.grid.survey, "pixel_scale": plan.grid.pixel_scale, "size": plan.grid.size,
             "shape": [plan.grid.size, plan.grid.size, 1], "columns": plan.columns,
-            "tiles": [t.path for t in plan.tiles], "pixels": "flux per pixel (sums over the sky are kept)",
+            "tiles": list(plan.paths), "pixels": "flux per pixel (sums over the sky are kept)",
             "flags": "ok; partial (runs off the tile, NaN there); too_many_nan (on the tile, more NaN pixels than "
                      "max_nan_fraction); off_image (on no tile, all NaN)",
             "run_sha256": digest}
@@ -211,7 +186,7 @@ def _open_staging(staging: Path, n: int, size: int, done: int) -> tuple[np.memma
         staging.mkdir()
     images = np.lib.format.open_memmap(staging / "images.npy", mode=mode, dtype=np.float32,
                                        shape=None if done else (n, size, size, 1))
-    rows = np.lib.format.open_memmap(staging / "rows.npy", mode=mode, dtype=None if done else _ROW_DTYPE,
+    rows = np.lib.format.open_memmap(staging / "rows.npy", mode=mode, dtype=None if done else ROW_DTYPE,
                                      shape=None if done else (n,))
     if not done:
         images[:] = np.nan
@@ -234,7 +209,7 @@ def _move_in(staging: Path, out: Path, result: Table, fits: bool) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_dir(out: Path, table: Table, plan: _Plan, settings: dict, options: dict) -> tuple[Table, np.ndarray]:
+def _write_dir(out: Path, table: Table, plan: CutoutPlan, settings: dict, options: dict) -> tuple[Table, np.ndarray]:
     digest = plan.digest(settings)
     staging = out / _STAGING
     if options["resume"] and _finished(out, digest):
@@ -250,7 +225,7 @@ def _write_dir(out: Path, table: Table, plan: _Plan, settings: dict, options: di
         os.makedirs(fits_dir, exist_ok=True)
     chunks = _chunks(len(table), options["chunk_size"])
     _cut_all(plan, images, rows, chunks, fits_dir, _record(staging, digest, images, rows), options, done)
-    result = _result_table(table, plan, np.asarray(rows), options["keep_columns"], settings["max_nan_fraction"])
+    result = cutout_table(table, plan, np.asarray(rows), options["keep_columns"], settings["max_nan_fraction"])
     result.meta.update(_meta(plan, digest))
     del images, rows
     _move_in(staging, out, result, settings["fits"])
@@ -265,8 +240,7 @@ def _cut_all(plan, images, rows, chunks, fits_dir, on_chunk, options: dict, done
         with ThreadPoolExecutor(options["workers"], thread_name_prefix="gamornet-cutouts") as pool:
             _run_chunks(plan, images, rows, chunks, pool, fits_dir, on_chunk, bar, done)
     finally:
-        for tile in plan.tiles:
-            tile.close()
+        plan.close()
     bar.finish()
 
 
@@ -365,16 +339,16 @@ def make_cutouts(catalog, images, output=None, *, survey: str | None = None, pix
     if fits and output is None:
         raise ValueError("`fits=True` writes files: give `output`. Received: output=None")
     table = load_catalog(catalog)
-    plan = _Plan(table, images, grid, {"ra_column": ra_column, "dec_column": dec_column, "id_column": id_column},
+    plan = CutoutPlan(table, images, grid, {"ra_column": ra_column, "dec_column": dec_column, "id_column": id_column},
                  hdu)
     settings = {"columns": plan.columns, "hdu": hdu, "max_nan_fraction": float(max_nan_fraction), "fits": bool(fits)}
     options = {"resume": resume, "overwrite": overwrite, "keep_columns": keep_columns, "progress": progress,
                "chunk_size": int(chunk_size), "workers": int(workers)}
     if output is None:
         stack = np.full((len(table), grid.size, grid.size, 1), np.nan, dtype=np.float32)
-        rows = np.zeros(len(table), dtype=_ROW_DTYPE)
+        rows = np.zeros(len(table), dtype=ROW_DTYPE)
         _cut_all(plan, stack, rows, _chunks(len(table), int(chunk_size)), None, lambda done: None, options)
-        result = _result_table(table, plan, rows, keep_columns, float(max_nan_fraction))
+        result = cutout_table(table, plan, rows, keep_columns, float(max_nan_fraction))
         result.meta.update(_meta(plan, plan.digest(settings)))
         return result, stack
     out = Path(make_output_dir(output))

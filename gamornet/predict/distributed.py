@@ -400,6 +400,7 @@ def chunk_task(k: int, plan: ChunkPlan, detached: dict) -> ChunkTask:
     numbers: dict[int, int] = {}
     sources = []
     images = []
+    rows: dict[int, list[int]] = {}  # catalogue sources: the rows of this chunk
     for ref, position in zip(plan.good[start:stop], plan.positions[start:stop]):
         key = id(ref.source)
         if key not in numbers:
@@ -407,7 +408,15 @@ def chunk_task(k: int, plan: ChunkPlan, detached: dict) -> ChunkTask:
             if key not in detached:
                 detached[key] = _detach(ref.source)
             sources.append(detached[key])
-        images.append((ref.id, numbers[key], ref.index, int(position)))
+        index = ref.index
+        if ref.source.kind == "cutout":  # sent with its chunk's rows only, renumbered from 0
+            index = len(rows.setdefault(key, []))
+            rows[key].append(ref.index)
+        images.append((ref.id, numbers[key], index, int(position)))
+    for key, chunk_rows in rows.items():
+        source = sources[numbers[key]]
+        sources[numbers[key]] = dataclasses.replace(source, cutting=source.cutting.subset(chunk_rows),
+                                                    n_images=len(chunk_rows))
     return ChunkTask(k, tuple(sources), tuple(images))
 
 

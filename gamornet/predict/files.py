@@ -66,6 +66,7 @@ from gamornet.core.validation import (
     check_positive_int,
 )
 from gamornet.engines import EngineChoice, choose_engine
+from gamornet.predict.catalog import CatalogInput, catalog_grid, open_catalog
 from gamornet.predict.chunks import ChunkStore
 from gamornet.predict.headers import check_input_headers
 from gamornet.predict.images import ImageReader, scan_images
@@ -147,21 +148,24 @@ def _model_fingerprint(label: str) -> list:
 # ---------------------------------------------------------------- predict
 
 
-def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=None, policy=None, output=None,
+def predict_files(inputs=None, model="SDSS_tl", flavor: str = "keras", input_shape=None, policy=None, output=None,
                   batch_size: int = 64, shard=None, resume: bool = False, mc_samples: int = 0, crop_pad=None,
                   nan_fill=None, skip_bad: bool = False, progress: bool = True, chunk_size: int = 4096, *,
                   hdu=None, overwrite: bool = False, check_data: bool = False, seed: int = 0,
                   strategy="auto", read_threads: int = 2, prefetch: int = 2,
                   on_chunk: Callable[[int, int], None] | None = None, client=None, workers: int | None = None,
                   engine: str = "auto", precision: str = "float32", worker_timeout: float = 60.0,
-                  strict: bool = False) -> Table:
+                  strict: bool = False, catalog=None, images=None, survey: str | None = None,
+                  pixel_scale: float | None = None, size: int | None = None, ra_column: str | None = None,
+                  dec_column: str | None = None, id_column: str | None = None) -> Table:
     """Classify the galaxies of image files (or an array) into a table.
 
     Parameters
     ----------
     inputs : str, os.PathLike, sequence of them, or numpy.ndarray
         FITS files, ``.npy`` stacks, directories, glob patterns, or one
-        ``(N, H, W[, C])`` array; see :mod:`gamornet.predict.inputs`.
+        ``(N, H, W[, C])`` array; see :mod:`gamornet.predict.inputs`.  None
+        with ``catalog``.
     model : str
         Published model name (``SDSS_sim``, ``SDSS_tl``, ``CANDELS_sim``,
         ``CANDELS_tl``; fetched to the cache) or a model path.
@@ -288,6 +292,27 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         (:class:`~gamornet.predict.headers.InputMismatchWarning`), or with
         ``strict=True`` raises
         :class:`~gamornet.predict.headers.InputMismatchError`.
+    catalog : str, os.PathLike or astropy.table.Table, optional
+        Predict the rows of this catalogue, cut on the fly from ``images``
+        (``inputs`` then None): see :mod:`gamornet.predict.catalog`.  The
+        table then holds every catalogue row, in catalogue order: ``id``,
+        the columns :func:`gamornet.cutouts.make_cutouts` adds
+        (``cutout_flag``...), the catalogue's columns, and the
+        probabilities and labels, masked where the cutout is not usable
+        (``cutout_flag`` other than ``ok``: those rows are listed in
+        ``meta["skipped"]``).
+    images : str, os.PathLike or sequence of them, optional
+        With ``catalog``: the survey images (FITS with a celestial WCS).
+    survey : {"SDSS", "CANDELS"}, optional
+        With ``catalog``: the grid of the cutouts, for a model file
+        without a card (the model's card gives it otherwise; an
+        ``input_shape`` of ``"SDSS"`` or ``"CANDELS"`` too).
+    pixel_scale, size : float, int, optional
+        With ``catalog``: arcsec per pixel and pixels on a side of the
+        cutouts, replacing the card's or survey's.
+    ra_column, dec_column, id_column : str, optional
+        With ``catalog``: its columns (found by name when not given; see
+        :mod:`gamornet.cutouts.catalog`).  Ids must be unique.
 
     Returns
     -------
@@ -312,12 +337,19 @@ def predict_files(inputs, model="SDSS_tl", flavor: str = "keras", input_shape=No
         inputs, model, flavor, input_shape, policy, output, batch_size, shard, resume, mc_samples, crop_pad, nan_fill,
         skip_bad, progress, chunk_size, hdu=hdu, overwrite=overwrite, check_data=check_data, seed=seed,
         strategy=strategy, read_threads=read_threads, prefetch=prefetch, on_chunk=on_chunk, client=client,
-        workers=workers, engine=engine, precision=precision, worker_timeout=worker_timeout, strict=strict)
+        workers=workers, engine=engine, precision=precision, worker_timeout=worker_timeout, strict=strict,
+        route={"catalog": catalog, "images": images, "survey": survey, "pixel_scale": pixel_scale, "size": size,
+               "ra_column": ra_column, "dec_column": dec_column, "id_column": id_column})
     with output_lock(settings.output):
-        table, bad = _locked_run(settings)
+        try:
+            table, bad = _locked_run(settings)
+        finally:
+            if isinstance(settings.inputs, CatalogInput):
+                settings.inputs.plan.close()
     if bad:
         where = f" and {settings.output + SKIPPED_SUFFIX}" if settings.output is not None else ""
-        warnings.warn(f"{len(bad)} bad image(s) skipped, listed in table.meta['skipped']{where}; first: "
+        what = "catalogue row(s) not predicted" if isinstance(settings.inputs, CatalogInput) else "bad image(s) skipped"
+        warnings.warn(f"{len(bad)} {what}, listed in table.meta['skipped']{where}; first: "
                       f"{bad[0][0]}: {bad[0][1]}", stacklevel=2)
     return table
 
@@ -363,9 +395,16 @@ class _Settings:
 def _check_arguments(inputs, model, flavor, input_shape, policy, output, batch_size, shard, resume, mc_samples,
                      crop_pad, nan_fill, skip_bad, progress, chunk_size, *, hdu, overwrite, check_data, seed, strategy,
                      read_threads, prefetch, on_chunk, client, workers, engine, precision,
-                     worker_timeout, strict=False) -> _Settings:
+                     worker_timeout, strict=False, route=None) -> _Settings:
     """Every argument of :func:`predict_files` checked, before any work (raises naming the argument)."""
+    if route is not None and route["catalog"] is not None:
+        inputs, input_shape = _catalog_input(inputs, model, flavor, input_shape, route, _check_hdu(hdu))
+        check_data = False  # rows are checked when cut
     label, shape, rule = _resolve_model(model, flavor, input_shape, policy)
+    if isinstance(inputs, CatalogInput) and tuple(shape) != (inputs.plan.grid.size,) * 2 + (1,):
+        raise ValueError(f"`input_shape`: the model takes {shape}, the cutouts are {inputs.plan.grid.size} x "
+                         f"{inputs.plan.grid.size} x 1 (`size`). Received: input_shape={input_shape!r}, "
+                         f"size={inputs.plan.grid.size}")
     batch_size = check_positive_int(batch_size, "batch_size")
     chunk_size = check_positive_int(chunk_size, "chunk_size")
     mc_samples = check_positive_int(mc_samples, "mc_samples", minimum=0)
@@ -400,6 +439,26 @@ def _check_arguments(inputs, model, flavor, input_shape, policy, output, batch_s
                      read_threads, prefetch, on_chunk, client, worker_timeout, strict)
 
 
+def _catalog_input(inputs, model, flavor, input_shape, route: dict, hdu) -> tuple[CatalogInput, object]:
+    """The catalogue route's input and the model's input shape (by default the grid's)."""
+    if inputs is not None:
+        raise ValueError("Give either `inputs` (image files) or `catalog` (with `images`), not both. Received: "
+                         f"inputs={inputs!r}, catalog={route['catalog']!r}")
+    grid = catalog_grid(model, flavor, input_shape, route["survey"], route["pixel_scale"], route["size"])
+    source = open_catalog(route["catalog"], route["images"], grid, route["ra_column"], route["dec_column"],
+                          route["id_column"], hdu)
+    if input_shape is None or (isinstance(input_shape, str) and input_shape.upper() in ("SDSS", "CANDELS")):
+        input_shape = (grid.size, grid.size, 1)
+    return source, input_shape
+
+
+def _list(s: _Settings) -> tuple[list, list[tuple]]:
+    """The images of the run (the catalogue's rows on the catalogue route) and the bad files found listing them."""
+    if isinstance(s.inputs, CatalogInput):
+        return s.inputs.refs(), []
+    return list_images(s.inputs, skip_bad=True)
+
+
 def _locked_run(s: _Settings) -> tuple[Table, list[tuple]]:
     """Under the output lock: list and plan, predict the missing chunks, build (and write) the table.
 
@@ -409,7 +468,7 @@ def _locked_run(s: _Settings) -> tuple[Table, list[tuple]]:
     if finished and not s.resume and not s.overwrite:
         raise FileExistsError(f"`output` exists; pass overwrite=True (--overwrite) to replace it. "
                               f"Received: output={s.output!r}")
-    refs, bad = list_images(s.inputs, skip_bad=True)
+    refs, bad = _list(s)
     run, meta = _describe_run(s, refs, bad)
     if finished and s.resume:
         return _finished_table(s.output, {**meta, "run_sha256": _digest(run)}), []
@@ -417,7 +476,7 @@ def _locked_run(s: _Settings) -> tuple[Table, list[tuple]]:
     plan, store = _plan(s, refs[first:stop], first, bad, run, meta["shard"])
     try:
         _predict(s, plan, store, run["batch_size"])
-        table = _table(s, plan, store, bad, meta, run, stop - first)
+        table = _table(s, plan, store, bad, meta, run, (first, stop))
     except Exception as exc:
         store.fail(exc)
         raise
@@ -477,8 +536,9 @@ def _predict(s: _Settings, plan: ChunkPlan, store: ChunkStore, batch_size: int) 
 
 
 def _table(s: _Settings, plan: ChunkPlan, store: ChunkStore, bad: list[tuple], meta: dict, run: dict,
-           n_images: int) -> Table:
-    """The table of the complete chunks (written to ``s.output``, the chunks then removed)."""
+           span: tuple[int, int]) -> Table:
+    """The table of the complete chunks of the images ``span`` (written to ``s.output``, the chunks then removed)."""
+    n_images = span[1] - span[0]
     chunks = [store.load(k) for k in range(plan.n_chunks)]
     for c in chunks:
         bad += list(zip(c["bad_ids"].tolist(), c["bad_reasons"].tolist()))
@@ -487,6 +547,8 @@ def _table(s: _Settings, plan: ChunkPlan, store: ChunkStore, bad: list[tuple], m
         meta["skipped"] = [f"{image_id}: {reason}" for image_id, reason in bad]
     meta["run_sha256"] = _digest(run)
     table = _build_table(chunks, s.rule, meta)
+    if isinstance(s.inputs, CatalogInput):
+        table = s.inputs.table_of(*span, chunks, table)
     if s.output is not None:
         write_table(table, s.output)
         if bad:
@@ -503,7 +565,10 @@ def _digest(value) -> str:
 
 
 def _inputs_digest(inputs, refs: list, bad: list[tuple]) -> str:
-    """Digest of the inputs: every listed image (absolute path, index) and bad file, or an array's layout."""
+    """Digest of the inputs: every listed image (absolute path, index) and bad file, an array's layout, or a
+    catalogue's (:meth:`gamornet.predict.catalog.CatalogInput.digest`)."""
+    if isinstance(inputs, CatalogInput):
+        return inputs.digest()
     if isinstance(inputs, np.ndarray):
         return _digest(["array", list(inputs.shape), inputs.dtype.str])
     return _digest([f"{ref.source.path}:{ref.index}" for ref in refs] + [f"bad:{image_id}" for image_id, _ in bad])

@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from gamornet.core.stack import read_rows
+from gamornet.cutouts import DEFAULT_MAX_NAN_FRACTION, cutout_flags
 from gamornet.predict.fits import read_fits, scan_fits
 from gamornet.predict.inputs import PIXEL_KINDS, BadImageError, Batch, ImageRef, InputSource, bad_images_error
 
@@ -211,6 +212,8 @@ class ImageReader:
 
     def read(self, refs: Sequence[ImageRef]) -> Batch:
         """Read ``refs`` into one batch; bad images raise or (``skip_bad``) are dropped and listed."""
+        if refs and refs[0].source.kind == "cutout":
+            return self._read_cutouts(refs)
         out = np.empty((len(refs), *self.input_shape), dtype=np.float32)
         keep = np.ones(len(refs), dtype=bool)
         bad: list[tuple] = []
@@ -225,6 +228,30 @@ class ImageReader:
                     raise
                 keep[span] = False
                 bad.extend((ref.id, exc.reason) for ref in run)
+        return self._finish(refs, out, keep, bad)
+
+    def _read_cutouts(self, refs: Sequence[ImageRef]) -> Batch:
+        """Cut catalogue rows (one source's); rows whose cutout is not usable (``cutout_flag`` not ``ok``) are
+        dropped and listed, whatever ``skip_bad``."""
+        plan = refs[0].source.cutting
+        out = np.empty((len(refs), *self.input_shape), dtype=np.float32)
+        keep = np.ones(len(refs), dtype=bool)
+        bad: list[tuple] = []
+        cuts: list[tuple] = []
+        for i, ref in enumerate(refs):
+            image, _, result = plan.cut(ref.index)
+            cuts.append((ref.id, result))
+            flag = cutout_flags([plan.tile_index[ref.index]], [result[0]], [result[1]], DEFAULT_MAX_NAN_FRACTION)[0]
+            if flag != "ok":
+                keep[i] = False
+                bad.append((ref.id, f"cutout_flag {flag}"))
+            else:
+                out[i] = self._conform(image, False, ref.id)[0]
+        return self._finish(refs, out, keep, bad, cuts)
+
+    def _finish(self, refs: Sequence[ImageRef], out: np.ndarray, keep: np.ndarray, bad: list[tuple],
+                cuts: list[tuple] | None = None) -> Batch:
+        """The batch of the images kept, NaN / inf pixels filled, dropped (``skip_bad``) or raised."""
         finite = np.isfinite(out.reshape(len(refs), -1)).all(axis=1) | ~keep
         if not finite.all():
             rows = np.flatnonzero(~finite)
@@ -238,8 +265,8 @@ class ImageReader:
                 bad.extend((refs[i].id, "has NaN or inf pixels") for i in rows)
         ids = [ref.id for ref in refs]
         if keep.all():
-            return Batch(ids, out, bad)
-        return Batch([i for i, k in zip(ids, keep) if k], out[keep], bad)
+            return Batch(ids, out, bad, cuts or [])
+        return Batch([i for i, k in zip(ids, keep) if k], out[keep], bad, cuts or [])
 
     def batches(self, refs: Sequence[ImageRef], spans: Sequence[tuple[int, int]], prefetch: int = 2,
                 workers: int = 2) -> Iterator[Batch]:

@@ -88,7 +88,7 @@ class InputSource:
 
     Attributes
     ----------
-    kind : {"array", "npy", "fits"}
+    kind : {"array", "npy", "fits", "cutout"}
     path : str or None
         File path (None for arrays).
     name : str
@@ -100,6 +100,10 @@ class InputSource:
         Raw shape of one image, once known.
     pixels : gamornet.predict.fits.PlainPixels, optional
         For a plain FITS file, where its pixels lie (found by the scan).
+    cutting : gamornet.cutouts.CutoutPlan, optional
+        For kind ``"cutout"`` (the rows of a catalogue, cut from survey
+        images when read; see :mod:`gamornet.predict.catalog`): what cuts
+        them (positions, tile paths, grid; no pixels).
     """
 
     kind: str
@@ -109,6 +113,7 @@ class InputSource:
     data: np.ndarray | None = field(default=None, repr=False)
     image_shape: tuple | None = None
     pixels: object | None = None
+    cutting: object | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +130,16 @@ class Batch:
     """Images read for one batch.
 
     ``images[i]`` belongs to ``ids[i]``; ``bad`` lists ``(id, reason)`` of
-    images dropped (only with ``skip_bad``).
+    images dropped (only with ``skip_bad``, or catalogue rows whose cutout
+    is not usable); ``cuts`` lists ``(id, results)`` of every catalogue row
+    cut (kind ``"cutout"``; results as in
+    :data:`gamornet.cutouts.plan.ROW_DTYPE`).
     """
 
     ids: list
     images: np.ndarray
     bad: list[tuple] = field(default_factory=list)
+    cuts: list[tuple] = field(default_factory=list)
 
 
 def _inputs_error(message: str, inputs) -> str:

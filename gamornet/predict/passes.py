@@ -185,13 +185,21 @@ def aligned_spans(positions: Sequence[int], start: int, stop: int, batch_size: i
     return spans
 
 
-def chunk_arrays(ids: list, results: list[dict], bad: list[tuple], int_ids: bool) -> dict[str, np.ndarray]:
-    """A chunk as saved: ``ids``, ``probs`` (and ``mean``, ``std``), ``bad_ids`` and ``bad_reasons``."""
+def chunk_arrays(ids: list, results: list[dict], bad: list[tuple], int_ids: bool,
+                 cuts: list[tuple] | None = None) -> dict[str, np.ndarray]:
+    """A chunk as saved: ``ids``, ``probs`` (and ``mean``, ``std``), ``bad_ids`` and ``bad_reasons``.
+
+    With ``cuts`` (catalogue rows cut, see :class:`gamornet.predict.inputs.Batch`), also ``cut_ids``
+    and ``cut_rows`` (float64 ``(n, 5)``: coverage, NaN fraction, method, x, y).
+    """
     arrays = {"ids": np.array(ids, dtype=np.int64 if int_ids else str)}
     for key in results[0] if results else ("probs",):
         arrays[key] = np.concatenate([r[key] for r in results]) if results else np.zeros((0, 3), np.float32)
     arrays["bad_ids"] = np.array([str(i) for i, _ in bad], dtype=str)
     arrays["bad_reasons"] = np.array([r for _, r in bad], dtype=str)
+    if cuts:
+        arrays["cut_ids"] = np.array([str(i) for i, _ in cuts], dtype=str)
+        arrays["cut_rows"] = np.array([r for _, r in cuts], dtype=np.float64).reshape(len(cuts), 5)
     return arrays
 
 
@@ -218,13 +226,14 @@ def run_chunk(k: int, spans: Sequence[tuple[int, int]], batches: Iterator, forwa
     raised when that batch is reached.
     """
     forward.reseed(k)
-    ids, results, bad = [], [], []
+    ids, results, bad, cuts = [], [], [], []
     ring = BufferRing(DEFAULT_DEPTH + 2)
     with Prefetch(_padded_batches(spans, batches, forward, rows, ring), name="gamornet-pad") as ready:
         for count, batch, places, padded in ready:
             ids += batch.ids
             bad += batch.bad
+            cuts += batch.cuts
             results.append(forward.run(batch.images, places, padded))
             if advance is not None:
                 advance(count)
-    return chunk_arrays(ids, results, bad, int_ids)
+    return chunk_arrays(ids, results, bad, int_ids, cuts)
