@@ -13,7 +13,7 @@ from collections.abc import Callable
 from gamornet.core.network import BOOL_PRESETS
 from gamornet.core.validation import parse_input_shape
 
-__all__ = ["argument_type", "input_shape", "int_at_least", "number", "bools", "hdu"]
+__all__ = ["argument_type", "input_shape", "int_at_least", "number", "bools", "hdu", "add_grid_arguments"]
 
 
 def argument_type(check: Callable[[str], object]) -> Callable[[str], object]:
@@ -91,3 +91,21 @@ def bools(name: str) -> Callable[[str], object]:
 def hdu(text: str):
     """A FITS HDU: its number, or its EXTNAME."""
     return int(text) if text.isdigit() else text
+
+
+def add_grid_arguments(parser, survey_help: str, of: str) -> None:
+    """The grid and catalogue-column options shared by ``gamornet cutout`` and ``gamornet predict --catalog``.
+
+    ``--survey``, ``--pixel-scale``, ``--size``, ``--ra-column``,
+    ``--dec-column``, ``--id-column``; ``survey_help`` says what ``--survey``
+    is for, ``of`` names what the grid is of (in the help texts).
+    """
+    parser.add_argument("--survey", type=str.upper, choices=("SDSS", "CANDELS"),
+                        help=f"{survey_help}: SDSS (167x167 at 0.396\"/px), CANDELS (83x83 at 0.06\"/px)")
+    parser.add_argument("--pixel-scale", type=number("pixel_scale", low=0, low_open=True), metavar="ARCSEC",
+                        help=f"arcsec per pixel of {of} (replaces the scale the grid would have)")
+    parser.add_argument("--size", type=int_at_least("size", 1), metavar="N", help=f"pixels on a side of {of}")
+    parser.add_argument("--ra-column", metavar="NAME", help="RA column (default: found by name, e.g. ra, RAJ2000)")
+    parser.add_argument("--dec-column", metavar="NAME", help="Dec column (default: found by name, e.g. dec, DEJ2000)")
+    parser.add_argument("--id-column", metavar="NAME", help="id column (default: found by name, e.g. id, objid; "
+                        "else the row number)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from gamornet.cli.args import hdu, int_at_least, number
+from gamornet.cli.args import add_grid_arguments, hdu, int_at_least, number
 
 __all__ = ["register_cli"]
 
@@ -22,15 +22,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("catalog", metavar="CATALOG", help="table with RA and Dec (ECSV, CSV, FITS, VOTable, Parquet)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="FITS images (tiles or mosaics) with a celestial WCS")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--survey", type=str.upper, choices=("SDSS", "CANDELS"),
-                   help="grid of the published models: SDSS (167x167 at 0.396\"/px), CANDELS (83x83 at 0.06\"/px)")
-    p.add_argument("--pixel-scale", type=number("pixel_scale", low=0, low_open=True), metavar="ARCSEC",
-                   help="arcsec per pixel of the grid (instead of, or overriding, --survey)")
-    p.add_argument("--size", type=int_at_least("size", 1), metavar="N", help="pixels on a side of the grid")
-    p.add_argument("--ra-column", metavar="NAME", help="RA column (default: found by name, e.g. ra, RAJ2000)")
-    p.add_argument("--dec-column", metavar="NAME", help="Dec column (default: found by name, e.g. dec, DEJ2000)")
-    p.add_argument("--id-column", metavar="NAME", help="id column (default: found by name, e.g. id, objid; else "
-                   "the row number)")
+    add_grid_arguments(p, "grid of the published models", "the grid")
     p.add_argument("--hdu", type=hdu, metavar="N|NAME", help="image HDU (default: the first 2-D one with a WCS)")
     p.add_argument("--keep-columns", metavar="A,B,...", type=lambda text: [c for c in text.split(",") if c],
                    help="catalogue columns to keep (default: all)")

@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections import Counter
 
-from gamornet.cli.args import argument_type, hdu, input_shape, int_at_least, number
+from gamornet.cli.args import add_grid_arguments, argument_type, hdu, input_shape, int_at_least, number
 from gamornet.core.thresholds import get_policy
 from gamornet.core.validation import ENGINES, PRECISIONS
 from gamornet.published.registry import FLAVORS
@@ -54,16 +54,7 @@ def _add_catalog_arguments(p) -> None:
     catalog.add_argument("--catalog", metavar="CATALOG", help="table with RA and Dec (ECSV, CSV, FITS, VOTable, "
                          "Parquet), instead of INPUTs")
     catalog.add_argument("--images", nargs="+", metavar="IMAGE", help="FITS survey images with a celestial WCS")
-    catalog.add_argument("--survey", type=str.upper, choices=("SDSS", "CANDELS"),
-                         help="grid of a model file without a card: SDSS (167x167 at 0.396\"/px), CANDELS (83x83 at "
-                         "0.06\"/px)")
-    catalog.add_argument("--pixel-scale", type=number("pixel_scale", low=0, low_open=True), metavar="ARCSEC",
-                         help="arcsec per pixel of the cutouts (instead of, or overriding, the card or --survey)")
-    catalog.add_argument("--size", type=int_at_least("size", 1), metavar="N", help="pixels on a side of the cutouts")
-    catalog.add_argument("--ra-column", metavar="NAME", help="RA column (default: found by name, e.g. ra, RAJ2000)")
-    catalog.add_argument("--dec-column", metavar="NAME", help="Dec column (default: found by name, e.g. dec)")
-    catalog.add_argument("--id-column", metavar="NAME", help="id column (default: found by name, e.g. id, objid; "
-                         "else the row number)")
+    add_grid_arguments(catalog, "grid of a model file without a card", "the cutouts")
 
 
 def register_cli(subparsers) -> None:
