@@ -34,6 +34,10 @@ COMMON_REQUIRES = [
     # The OpenVINO engine: engine "auto" runs it on machines without an NVIDIA GPU (exact float32, the fastest
     # CPU engine; see the performance page).  A 59 MB wheel needing only numpy and openvino-telemetry.
     "openvino>=2024.0",
+    # Survey images given as http(s):// URLs (``gamornet cutout``, ``predict --catalog``): read in parts through
+    # fsspec's HTTP file system, which needs aiohttp.
+    "fsspec>=2023.1",
+    "aiohttp>=3.8",
 ]
 
 _DOCS = ["sphinx>=7", "furo", "nbformat>=5", "nbclient>=0.8", "ipykernel>=6"]
@@ -48,12 +52,13 @@ _DASK = ["distributed>=2024.8", "dask-jobqueue>=0.9"]
 
 EXTRAS = {
     "test": ["pytest>=7.4", "hypothesis>=6.90", "pyftpdlib>=1.5.9", "ruff>=0.5", "import-linter>=2.1",
-             "tf-keras>=2.16,<2.22", "pyarrow>=14", *_DOCS, *_DASK],
+             "tf-keras>=2.16,<2.22", "pyarrow>=14", "selenium>=4.15", *_DOCS, *_DASK],
     "bench": [_TORCH, "onnxruntime>=1.17", "onnx>=1.15"],
     "openvino": [],  # OpenVINO is a dependency: the extra is kept so that install commands naming it work
     "docs": _DOCS,
     "parquet": ["pyarrow>=14"],
     "dask": _DASK,
+    "cloud": ["s3fs>=2023.1"],  # survey images given as s3:// URLs
 }
 
 

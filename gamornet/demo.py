@@ -14,6 +14,9 @@ exactly as a user would, and writes a report folder:
     the accuracy / completeness trade-off as the threshold rises.
 ``summary.json``, ``summary.txt``
     The headline figures, also printed to the terminal.
+``gallery.html``
+    The held-out galaxies behind the table, a section per label, the
+    borderline cases and every kind of mistake (:func:`gamornet.gallery.make_gallery`).
 ``model/``
     The trained model (``trained_model.keras``) and ``metrics.csv``.
 """
@@ -93,6 +96,7 @@ def run_demo(output: str = "gamornet_demo", settings: DemoSettings | None = None
     from gamornet import evaluate
     from gamornet.core.files import atomic_path, make_output_dir
     from gamornet.core.thresholds import classify_probabilities, get_policy
+    from gamornet.gallery import make_gallery
     from gamornet.keras_module import gamornet_predict_keras, gamornet_train_keras
 
     settings = settings or DemoSettings()
@@ -137,6 +141,8 @@ def run_demo(output: str = "gamornet_demo", settings: DemoSettings | None = None
     evaluate.plot_confusion_matrix(evaluate.confusion_matrix(true, labels),
                                    os.path.join(output, "confusion_matrix.png"), title="Held-out simulated galaxies")
     evaluate.plot_threshold_sweep(evaluate.threshold_sweep(probs, true), os.path.join(output, "threshold_sweep.png"))
+    make_gallery(table, tx, os.path.join(output, "gallery.html"), catalog=tcat, policy=policy,
+                 title=f"GaMorNet demo: held-out simulated {settings.survey} galaxies", progress=progress)
     result = evaluate.summary(true, labels)
     result.update(policy=policy.name, disk_min=policy.disk_min, bulge_min=policy.bulge_min,
                   survey=settings.survey, n_train=settings.n_train, epochs=settings.epochs,

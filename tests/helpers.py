@@ -233,12 +233,13 @@ def tan_wcs(ra, dec, scale, shape, rotation=0.0, crpix=None):
     return wcs
 
 
-def field(wcs, shape, coords, scale: float, flux: float = 1000.0) -> np.ndarray:
-    """Round Gaussians (:data:`SIGMA`) of total ``flux`` at the SkyCoord ``coords``, integrated over 9x9 sub-pixels."""
+def field(wcs, shape, coords, scale: float, flux: float = 1000.0, sigma: float = SIGMA) -> np.ndarray:
+    """Round Gaussians of ``sigma`` arcsec (at ``scale`` arcsec/px) and total ``flux`` at the SkyCoord ``coords``,
+    integrated over 9x9 sub-pixels."""
     image = np.zeros(shape)
     sub = (np.arange(9) - 4) / 9
     x, y = wcs.world_to_pixel(coords)
-    sigma = SIGMA / scale
+    sigma = sigma / scale
     for xs, ys in zip(np.atleast_1d(x), np.atleast_1d(y)):
         j0, i0 = int(round(xs)), int(round(ys))
         jj, ii = np.meshgrid(np.arange(max(0, j0 - 12 * int(sigma + 1)), min(shape[1], j0 + 12 * int(sigma + 1))),
@@ -258,3 +259,41 @@ def write_tile(path, wcs, image, **header) -> str:
     hdr.update(header)
     fits.PrimaryHDU(image.astype(np.float32), header=hdr).writeto(path)
     return str(path)
+
+
+def run_benchmark_quick(module: str, json_path, capsys, timeout: int = 600, env=None) -> tuple[dict, str]:
+    """Run ``python -m MODULE --quick --json JSON_PATH`` from the checkout; its figures and printed report.
+
+    The report is shown in pytest's output (the figures of the run are worth reading in CI logs).
+    """
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", module, "--quick", "--json", str(json_path)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=timeout)
+    with capsys.disabled():
+        print("\n" + result.stdout)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(Path(json_path).read_text()), result.stdout
+
+
+def sky_offsets(offsets, ra0: float, dec0: float):
+    """SkyCoord of the points ``offsets`` (arcsec east and north, ``(N, 2)``) from ``(ra0, dec0)`` (degrees)."""
+    from astropy.coordinates import SkyCoord
+
+    offsets = np.asarray(offsets, dtype=float)
+    return SkyCoord(ra0 + offsets[:, 0] / 3600 / np.cos(np.radians(dec0)), dec0 + offsets[:, 1] / 3600, unit="deg")
+
+
+def centroid(image, x0=None, y0=None, radius: float = 12, iterations: int = 30) -> tuple[float, float]:
+    """Centroid (x, y) of the round source near ``(x0, y0)`` (default the centre), iterated in a circular aperture.
+
+    NaN pixels count as 0.
+    """
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+    x, y = ((image.shape[1] - 1) / 2 if x0 is None else x0), ((image.shape[0] - 1) / 2 if y0 is None else y0)
+    for _ in range(iterations):
+        w = np.where(np.hypot(xx - x, yy - y) < radius, np.nan_to_num(image), 0)
+        x, y = (w * xx).sum() / w.sum(), (w * yy).sum() / w.sum()
+    return x, y

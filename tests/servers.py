@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -176,3 +177,100 @@ def write_checkpoint(prefix: Path, input_shape: tuple[int, int, int]) -> Path:
             saver.save(sess, str(prefix))
     (prefix.parent / "checkpoint").unlink(missing_ok=True)
     return prefix
+
+
+class _RangeHandler(SimpleHTTPRequestHandler):
+    """Static files served in parts, as cloud stores serve them.
+
+    ``Range: bytes=a-b`` (also ``a-`` and ``-n``) gets 206 Partial Content with
+    Content-Range; HEAD gets the Content-Length; a range past the end gets 416.
+    Each GET is logged in ``server.ranges`` as ``(path, first byte, bytes sent)``
+    and its bytes added to ``server.served[path]`` (paths relative to the root).
+    """
+
+    protocol_version = "HTTP/1.1"  # connections kept alive, as by cloud stores
+    disable_nagle_algorithm = True  # else the body waits for the client's delayed ACK of the headers (40 ms)
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self._send(body=False)
+
+    def do_GET(self) -> None:
+        self._send(body=True)
+
+    def _span(self, size: int) -> tuple[int, int] | None:
+        """``(start, stop)`` of the Range header (the whole file without one); None if it is not satisfiable."""
+        header = self.headers.get("Range")
+        if header is None:
+            return 0, size
+        match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
+        if match is None or not (match[1] or match[2]):
+            return None
+        if match[1]:
+            start, stop = int(match[1]), size if not match[2] else min(size, int(match[2]) + 1)
+        else:
+            start, stop = max(0, size - int(match[2])), size
+        return (start, stop) if start < stop else None
+
+    def _send(self, body: bool) -> None:
+        rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
+        path = Path(self.directory) / rel
+        if not path.is_file():
+            self.send_error(404)
+            return
+        size = path.stat().st_size
+        span = self._span(size)
+        if span is None:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start, stop = span
+        self.send_response(206 if self.headers.get("Range") else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(stop - start))
+        self.send_header("Last-Modified", self.date_time_string(int(path.stat().st_mtime)))
+        if self.headers.get("Range"):
+            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+        self.end_headers()
+        if not body:
+            return
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(stop - start)
+        try:
+            self.wfile.write(data)
+        except OSError:
+            return  # the client gave up
+        with self.server.lock:
+            self.server.ranges.append((rel, start, len(data)))
+            self.server.served[rel] = self.server.served.get(rel, 0) + len(data)
+
+
+@contextmanager
+def range_http_server(root: Path) -> Iterator[ThreadingHTTPServer]:
+    """Serve ``root`` over HTTP with byte ranges; yields the server (``.url`` base URL, ``.served`` bytes sent per
+    file, ``.ranges`` log of GETs), both logs emptied by ``.reset()``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_RangeHandler, directory=str(root)))
+    server.daemon_threads = True
+    server.served, server.ranges, server.lock = {}, [], threading.Lock()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/"
+
+    def reset() -> None:
+        with server.lock:
+            server.served.clear()
+            server.ranges.clear()
+
+    server.reset = reset
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

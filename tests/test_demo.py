@@ -13,7 +13,7 @@ from gamornet.simulate import simulate_galaxies
 pytestmark = pytest.mark.usefixtures("narrow_network")  # the demo's network: its width does not matter here
 
 REPORT_FILES = {"predictions.ecsv", "confusion_matrix.png", "threshold_sweep.png", "summary.json", "summary.txt",
-                "model"}
+                "model", "gallery.html"}
 
 
 def test_tiny_demo_writes_every_report_file(tmp_path, capsys):
@@ -29,6 +29,12 @@ def test_tiny_demo_writes_every_report_file(tmp_path, capsys):
     assert "disk precision" in capsys.readouterr().out
     for png in ("confusion_matrix.png", "threshold_sweep.png"):
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    gallery = (tmp_path / "report" / "gallery.html").read_text()
+    for name in ("disk", "indeterminate", "bulge"):  # a section per label, counting the table's labels
+        assert f'id="{name}" data-count="{np.sum(table["label"] == name)}"' in gallery
+    wrong = np.sum(table["label"] != table["true_label"])
+    assert f'id="mistakes" data-count="{wrong}"' in gallery
+    assert gallery.count("<img ") == gallery.count('class="thumb"') >= 12
 
 
 def test_saved_model_scales_raw_images_itself(tmp_path):

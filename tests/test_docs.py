@@ -1,7 +1,7 @@
 """The documentation: the Sphinx build, the tutorial notebooks and every code example.
 
 - ``built_docs`` (one per test session): ``sphinx-build -W`` (any warning
-  fails) into a temporary folder.  The build executes the four notebooks of
+  fails) into a temporary folder.  The build executes the five notebooks of
   ``tutorials/`` (``docs/_ext/gamornet_docs.py``) in fresh kernels of the
   current interpreter (a ``python3`` kernel spec written to a temporary
   ``JUPYTER_PATH``), small and offline (``GAMORNET_TUTORIAL_SMALL=1``,
@@ -73,6 +73,9 @@ EXPECTED_PAGES = {
     "tutorials/predictions.html": ["Making predictions", "gamornet_predict_keras", "gamornet_predict_tflearn"],
     "tutorials/training.html": ["Training GaMorNet from scratch", "gamornet_train_keras", "gamornet_train_tflearn"],
     "tutorials/transfer_learning.html": ["Transfer learning", "gamornet_tl_keras", "gamornet_tl_tflearn"],
+    "tutorials/adapting.html": ["Adapting GaMorNet to your survey", "target_purity", "make_gallery"],
+    "adapt.html": ["--folds", "selection.json", "oof_predictions.ecsv"],
+    "gallery.html": ["gamornet gallery", "borderline"],
 }
 
 _sphinx_tools = ("sphinx", "furo")
@@ -158,9 +161,9 @@ def test_docs_build(built_docs):
     assert subcommands and all(f"gamornet {name}" in cli_text for name in subcommands)
     assert {p.name for p in (out / "_images").glob("montage_*.png")} == {"montage_sdss.png", "montage_candels.png"}
     assert 'src="_images/layers.png"' in (out / "architecture.html").read_text(encoding="utf-8")  # the layers drawn
-    assert len(list((out / "_downloads").rglob("*.ipynb"))) == len(NOTEBOOKS) == 4
+    assert len(list((out / "_downloads").rglob("*.ipynb"))) == len(NOTEBOOKS) == 5
 
-    for page in ("predictions", "training", "transfer_learning", "survey_cutouts"):
+    for page in ("predictions", "training", "transfer_learning", "survey_cutouts", "adapting"):
         html = (out / "tutorials" / f"{page}.html").read_text(encoding="utf-8")
         figures = re.findall(r'<img class="notebook-output" src="data:image/png;base64,([A-Za-z0-9+/=]{100,})"', html)
         assert len(figures) >= 3, f"tutorials/{page}.html shows {len(figures)} figures"
@@ -445,7 +448,7 @@ def console_commands() -> list[str]:
         if path.suffix != ".rst":
             continue
         for block in rst_blocks(path.read_text(encoding="utf-8"), ("console",)):
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():  # a command continued with a backslash: one line
                 if line.startswith("$ gamornet") and _is_cheap(shlex.split(line)[2:]):
                     commands.append(line[2:])
     return sorted(set(commands))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,8 +13,10 @@ from astropy.table import Table
 
 from gamornet import cli
 from gamornet import evaluate as ev
+from gamornet.core.tables import file_sha256, read_table
+from gamornet.core.thresholds import classify_probabilities, load_policy
 
-from helpers import REPO, run_gamornet
+from helpers import NARROW_WIDTHS, REPO, run_gamornet
 
 # [P_disk, P_indeterminate, P_bulge], true class; the keras_sdss policy (0.70 / 0.70) predicts the comment.
 PROBS = np.array([
@@ -246,3 +251,210 @@ def test_simulated_set_predicted_and_evaluated_end_to_end(tmp_path, trained_kera
     assert cli.main(["evaluate", str(tmp_path / "stranger.ecsv"), str(sim_dir / "catalog.ecsv"), "--output",
                      str(tmp_path / "r")]) == 2
     assert "ids missing from CATALOG" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- thresholds chosen on labelled galaxies
+
+
+def test_choose_thresholds_by_hand():
+    # P_bulge >= 0.5: 0.95 b, 0.85 b, 0.75 i, 0.70 b.  P_disk >= 0.5: 0.90 d, 0.80 d, 0.75 b, 0.69 d, 0.50 d.
+    rule = ev.choose_thresholds(PROBS, TRUE, target_purity=0.75)
+    assert (rule.disk_min, rule.bulge_min, rule.name) == (0.5, 0.7, "purity_0.75")  # 4/5 disks, 3/4 bulges
+    rule = ev.choose_thresholds(PROBS, TRUE, target_purity=0.85, name="mine")
+    assert (rule.disk_min, rule.bulge_min, rule.name) == (0.8, 0.85, "mine")  # 2/2 disks, 2/2 bulges
+    rule = ev.choose_thresholds(PROBS, TRUE, target_completeness=0.5)
+    assert (rule.disk_min, rule.bulge_min) == (0.8, 0.85)  # 2 of 4 disks, 2 of 4 bulges
+    assert not (rule.disk_strict or rule.disk_argmax or rule.bulge_argmax)
+
+
+def _calibrated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and true classes drawn from them (surer galaxies are more often right)."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet([0.6, 0.6, 0.6], size=n).astype(np.float32)  # float32, as prediction tables hold them
+    true = np.array(["disk", "indeterminate", "bulge"])[[rng.choice(3, p=p / p.sum()) for p in probs.astype(float)]]
+    return probs, true
+
+
+def _scores(probs, true, rule) -> dict:
+    """Purity and completeness per class through classify_probabilities, counted here."""
+    pred = classify_probabilities(probs, rule)
+    out = {}
+    for cls in ("disk", "bulge"):
+        called, members = pred == cls, true == cls
+        out[cls] = ((called & members).sum() / called.sum() if called.any() else np.nan,
+                    (called & members).sum() / members.sum())
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_chosen_thresholds_are_the_lowest_reaching_the_purity(seed):
+    probs, true = _calibrated(150, seed)
+    target = 0.9
+    rule = ev.choose_thresholds(probs, true, target_purity=target)
+    scores = _scores(probs, true, rule)
+    assert scores["disk"][0] >= target and scores["bulge"][0] >= target
+    p = probs.astype(np.float64)
+    assert rule.bulge_min in p[:, 2] and rule.disk_min in p[:, 0] and min(rule.disk_min, rule.bulge_min) >= 0.5
+    for cls, k in (("bulge", 2), ("disk", 0)):  # every lower candidate threshold fails the target
+        threshold = getattr(rule, f"{cls}_min")
+        lower = np.unique(p[(p[:, k] >= 0.5) & (p[:, k] < threshold), k])
+        for value in lower:
+            trial = dataclasses.replace(rule, **{f"{cls}_min": float(value)})
+            assert _scores(probs, true, trial)[cls][0] < target, (cls, value)
+        assert lower.size  # the lower candidates were tried
+    # the same thresholds from the float64 values of the table
+    assert ev.choose_thresholds(p, true, target_purity=target) == rule
+
+
+def test_chosen_thresholds_are_the_highest_keeping_the_completeness():
+    probs, true = _calibrated(150, 3)
+    target = 0.4
+    rule = ev.choose_thresholds(probs, true, target_completeness=target)
+    scores = _scores(probs, true, rule)
+    assert scores["disk"][1] >= target and scores["bulge"][1] >= target
+    p = probs.astype(np.float64)
+    for cls, k in (("bulge", 2), ("disk", 0)):
+        threshold = getattr(rule, f"{cls}_min")
+        higher = np.unique(p[p[:, k] > threshold, k])
+        assert higher.size
+        for value in higher:
+            trial = dataclasses.replace(rule, **{f"{cls}_min": float(value)})
+            assert _scores(probs, true, trial)[cls][1] < target, (cls, value)
+
+
+def test_unreachable_target_names_class_target_and_best():
+    probs = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.05, 0.05, 0.9], [0.2, 0.2, 0.6]])
+    true = np.array(["disk", "disk", "bulge", "disk", "bulge"])  # the surest bulge is a disk
+    with pytest.raises(ValueError, match=r"no bulge threshold >= 0.5 reaches purity 0.9 on these 5 galaxies: the best "
+                                         r"purity is 0.6667 \(at P_bulge >= 0.6, 3 galaxies called bulge\). "
+                                         r"Received: target_purity=0.9"):
+        ev.choose_thresholds(probs, true, target_purity=0.9)
+    rule = ev.choose_thresholds(probs, true, target_purity=0.5)
+    assert (rule.disk_min, rule.bulge_min) == (0.6, 0.6)
+    with pytest.raises(ValueError, match=r"no disk threshold >= 0.5 reaches completeness 1 .*the best completeness is "
+                                         r"0.6667 \(at P_disk >= 0.6"):
+        ev.choose_thresholds(probs, true, target_completeness=1.0)  # one disk is called bulge at every threshold
+    with pytest.raises(ValueError, match=r"no galaxy has P_disk >= 0.5"):
+        ev.choose_thresholds(np.array([[0.1, 0.1, 0.8], [0.3, 0.4, 0.3]]), ["bulge", "disk"], target_purity=0.9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, r"give exactly one of `target_purity` and `target_completeness`. Received: target_purity=None"),
+        ({"target_purity": 0.9, "target_completeness": 0.5}, "exactly one"),
+        ({"target_purity": 0.0}, r"`target_purity` must be a number in \(0, 1\]. Received: target_purity=0.0"),
+        ({"target_completeness": 1.5}, r"Received: target_completeness=1.5"),
+        ({"target_purity": True}, r"Received: target_purity=True"),
+        ({"target_purity": "0.9"}, r"Received: target_purity='0.9'"),
+        ({"target_purity": 0.9, "name": ""}, r"`name` must be a non-empty string. Received: name=''"),
+    ],
+)
+def test_choose_thresholds_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ev.choose_thresholds(PROBS, TRUE, **kwargs)
+
+
+def test_write_report_with_a_target(tmp_path):
+    probs, true = _calibrated(200, 5)
+    _prediction_table(probs, {"policy": "keras_sdss"}).write(tmp_path / "pred.ecsv")
+    Table({"id": np.arange(200), "label": true}).write(tmp_path / "cat.ecsv")
+    result = ev.write_report(tmp_path / "pred.ecsv", tmp_path / "cat.ecsv", tmp_path / "r", target_completeness=0.5)
+    rule = load_policy(tmp_path / "r" / "policy.json")
+    assert rule == ev.choose_thresholds(probs, true, target_completeness=0.5)
+    assert result["policy"] == rule.name == "completeness_0.5" and result["policy_recorded"]
+    assert result["chosen"]["achieved"]["disk"]["completeness"] == result["disk_recall"] >= 0.5
+    assert result["counts"] == ev.summary(true, probs, rule)["counts"]  # scored with the chosen policy
+    with pytest.raises(ValueError, match="give a policy or a target to choose one, not both"):
+        ev.write_report(tmp_path / "pred.ecsv", tmp_path / "cat.ecsv", tmp_path / "r2", "keras_sdss",
+                        target_purity=0.9)
+    true[np.argmax(probs[:, 2])] = "indeterminate"  # the surest bulge is not one: purity 1 is out of reach
+    Table({"id": np.arange(200), "label": true}).write(tmp_path / "cat2.ecsv")
+    with pytest.raises(ValueError, match="no bulge threshold >= 0.5 reaches purity 1 on these 200 galaxies"):
+        ev.write_report(tmp_path / "pred.ecsv", tmp_path / "cat2.ecsv", tmp_path / "r3", target_purity=1.0)
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()  # nothing written
+
+
+def _sharp_model(directory, images: np.ndarray) -> str:
+    """A narrow network whose last layer is rescaled so that its probabilities on ``images`` spread over [0, 1]."""
+    import keras
+
+    from gamornet.keras_backend.model import build_keras_model
+
+    model = build_keras_model(images.shape[1:], seed=3, widths=NARROW_WIDTHS)
+    last = model.layers[-2]  # the dense layer of the logits, before the softmax
+    hidden = np.asarray(keras.Model(model.inputs, last.input)([images], training=False), np.float64)
+    kernel, _ = last.get_weights()
+    logits = hidden @ kernel
+    scale = 3.0 / (logits - logits.mean(axis=0)).std()
+    last.set_weights([(kernel * scale).astype(np.float32), (-logits.mean(axis=0) * scale).astype(np.float32)])
+    path = os.path.join(directory, "sharp.keras")
+    model.save(path)
+    return path
+
+
+def test_target_purity_policy_file_used_by_predict(tmp_path, capsys):
+    probs, true = _calibrated(300, 6)
+    _prediction_table(probs, {"policy": "keras_sdss"}).write(tmp_path / "pred.ecsv")
+    Table({"id": np.arange(300), "label": true}).write(tmp_path / "cat.ecsv")
+    out = tmp_path / "report"
+    assert cli.main(["evaluate", str(tmp_path / "pred.ecsv"), str(tmp_path / "cat.ecsv"), "--output", str(out),
+                     "--target-purity", "0.95"]) == 0
+    printed = capsys.readouterr().out
+    policy_file = out / "policy.json"
+    rule = load_policy(policy_file)
+    assert rule == ev.choose_thresholds(probs, true, target_purity=0.95, name="purity_0.95")
+    record = json.loads(policy_file.read_text())["provenance"]
+    assert record["target_purity"] == 0.95 and record["n_galaxies"] == 300
+    assert record["predictions_sha256"] == file_sha256(tmp_path / "pred.ecsv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["policy"] == "purity_0.95" and min(summary["disk_precision"], summary["bulge_precision"]) >= 0.95
+    for cls in ("disk", "bulge"):
+        achieved = record["achieved"][cls]
+        assert achieved["purity"] == summary[f"{cls}_precision"] and achieved["n_true"] == (true == cls).sum()
+        assert (f"{cls:6s} P_{cls} >= {getattr(rule, f'{cls}_min'):.6g}: purity {achieved['purity']:.4f}, "
+                f"completeness {achieved['completeness']:.4f}") in printed
+    assert "computed with this chosen policy" in printed and str(policy_file) in printed
+
+    # gamornet predict --policy policy.json labels with it and records it
+    images = np.random.default_rng(1).normal(10.0, 3.0, size=(24, 32, 32, 1)).astype(np.float32)
+    images *= np.random.default_rng(2).uniform(0.0, 30.0, size=(24, 1, 1, 1)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    model = _sharp_model(tmp_path, images)
+    table_path = tmp_path / "predicted.fits"
+    assert cli.main(["predict", str(tmp_path / "images.npy"), "--model", model, "--input-shape", "32,32,1",
+                     "--engine", "keras", "--policy", str(policy_file), "--output", str(table_path), "--quiet"]) == 0
+    table = read_table(table_path)
+    predicted = np.stack([np.asarray(table[f"p_{c}"]) for c in ("disk", "indeterminate", "bulge")], axis=1)
+    labels = classify_probabilities(predicted, str(policy_file))
+    assert list(table["label"]) == list(labels) and len(set(labels)) == 3  # every class: the thresholds decide
+    assert list(labels) != list(classify_probabilities(predicted, "keras_sdss"))
+    assert table.meta["POLICY"] == "purity_0.95" and ev.table_policy(table) == rule  # FITS: upper-case keys
+
+    # gamornet evaluate reads the policy back from the table (and the truth from a bt column)
+    bt = {"disk": 0.1, "indeterminate": 0.5, "bulge": 0.9}
+    Table({"id": np.arange(24), "bt": [bt[c] for c in labels]}).write(tmp_path / "bt.ecsv")
+    assert cli.main(["evaluate", str(table_path), str(tmp_path / "bt.ecsv"), "--output", str(tmp_path / "r2")]) == 0
+    summary = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    assert summary["policy"] == "purity_0.95" and summary["accuracy"] == 1.0 and summary["indeterminate_fraction"] > 0
+
+
+def test_evaluate_cli_target_arguments(tmp_path, capsys):
+    _catalog().write(tmp_path / "cat.ecsv")
+    Table({"id": np.arange(10), "label": np.where(np.arange(10) == 9, "disk", TRUE)}).write(tmp_path / "cat2.ecsv")
+    _prediction_table(PROBS).write(tmp_path / "pred.ecsv")
+    base = ["evaluate", str(tmp_path / "pred.ecsv"), str(tmp_path / "cat.ecsv"), "--output", str(tmp_path / "r")]
+    unreachable = [*base[:2], str(tmp_path / "cat2.ecsv"), *base[3:]]
+    for args, message in ((base + ["--target-purity", "1.5"], "Received: target_purity=1.5"),
+                          (base + ["--target-completeness", "x"], "Received: target_completeness='x'"),
+                          (base + ["--target-purity", "0.9", "--target-completeness", "0.5"], "not allowed with"),
+                          (base + ["--target-purity", "0.9", "--policy", "keras_sdss"], "not both"),
+                          (unreachable + ["--target-purity", "0.9"],  # the surest bulge (row 9) is a disk
+                           "no bulge threshold >= 0.5 reaches purity 0.9 on these 10 galaxies: the best purity is "
+                           "0.5000 (at P_bulge >= 0.7, 4 galaxies called bulge)")):
+        with contextlib.suppress(SystemExit):  # argparse exits for its own errors
+            assert cli.main(args) == 2
+        assert message in capsys.readouterr().err, args
+    assert not (tmp_path / "r").exists()  # nothing written
+    assert cli.main(base + ["--target-purity", "0.85"]) == 0
+    assert load_policy(tmp_path / "r" / "policy.json") == ev.choose_thresholds(PROBS, TRUE, target_purity=0.85)

@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gamornet.cli.cutout",
     "gamornet.cli.predict",
     "gamornet.cli.evaluate",
+    "gamornet.cli.gallery",
     "gamornet.cli.models",
     "gamornet.cli.convert",
     "gamornet.cli.train",

@@ -20,7 +20,8 @@ def register_cli(subparsers) -> None:
         " and OUTPUT/catalog.ecsv (one row per catalogue row, with cutout_flag), which `gamornet predict OUTPUT` "
         "reads.")
     p.add_argument("catalog", metavar="CATALOG", help="table with RA and Dec (ECSV, CSV, FITS, VOTable, Parquet)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="FITS images (tiles or mosaics) with a celestial WCS")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="FITS images (tiles or mosaics) with a celestial "
+                   "WCS: paths, or URLs (http(s)://, s3:// with gamornet[cloud]) (only the needed parts read)")
     p.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
     add_grid_arguments(p, "grid of the published models", "the grid")
     p.add_argument("--hdu", type=hdu, metavar="N|NAME", help="image HDU (default: the first 2-D one with a WCS)")

@@ -53,7 +53,8 @@ def _add_catalog_arguments(p) -> None:
                                    "usable get masked probabilities")
     catalog.add_argument("--catalog", metavar="CATALOG", help="table with RA and Dec (ECSV, CSV, FITS, VOTable, "
                          "Parquet), instead of INPUTs")
-    catalog.add_argument("--images", nargs="+", metavar="IMAGE", help="FITS survey images with a celestial WCS")
+    catalog.add_argument("--images", nargs="+", metavar="IMAGE", help="FITS survey images with a celestial WCS: "
+                         "paths or URLs (http(s)://, s3://)")
     add_grid_arguments(catalog, "grid of a model file without a card", "the cutouts")
 
 
@@ -74,8 +75,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--flavor", choices=FLAVORS, default="keras", help="backend (default: keras)")
     p.add_argument("--input-shape", type=input_shape, metavar="SDSS|CANDELS|H,W,C",
                    help="needed for a model file; published models know theirs")
-    p.add_argument("--policy", type=argument_type(_policy), metavar="NAME",
-                   help="threshold policy: keras_sdss, keras_candels, tflearn_sdss, tflearn_candels")
+    p.add_argument("--policy", type=argument_type(_policy), metavar="NAME|FILE.json",
+                   help="threshold policy: keras_sdss, keras_candels, tflearn_sdss, tflearn_candels, or a policy file "
+                   "(the policy.json of gamornet evaluate --target-purity)")
     p.add_argument("--output", "-o", metavar="FILE", help="table to write (default: CSV on standard output)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--batch-size", type=int_at_least("batch_size", 1), default=64, metavar="B",

@@ -8,6 +8,10 @@ validates.  Every run is resumable: ``DIR`` receives ``metrics.csv`` (an
 each epoch, the command's settings inside the latter, and
 ``gamornet train --resume DIR`` (or ``tl --resume``) continues an interrupted
 run with those settings (``--epochs`` may raise the epoch count).
+``gamornet tl`` with several ``--model`` or with ``--folds K`` adapts the model
+to the labels with :func:`gamornet.adapt.adapt`: one run per starting model
+(and fold) under ``DIR/runs/``, the best start kept, ``DIR/selection.json``
+and ``DIR/report.html`` (``--resume DIR`` continues it as well).
 """
 
 from __future__ import annotations
@@ -53,7 +57,13 @@ def register_cli(subparsers) -> None:
         p.add_argument("--output", metavar="DIR", help="run folder (metrics.csv, checkpoints, trained_model.keras)")
         p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its saved settings")
         if command == "tl":
-            p.add_argument("--model", help="starting model: a published name (e.g. SDSS_sim) or a file")
+            p.add_argument("--model", action="append", help="starting model: a published name (e.g. SDSS_sim) or a "
+                           "file; repeat it to compare starts (one run each, same split and seed; the start of "
+                           "highest validation accuracy is kept)")
+            p.add_argument("--folds", type=int, metavar="K", help="cross-validate each start on K folds stratified "
+                           "by label (out-of-fold predictions, cv_summary.json), then train the final model")
+            p.add_argument("--final", choices=("all", "best-fold"), help="with --folds: train the final model on all "
+                           "the labelled galaxies from the chosen start (all, default) or keep its best fold's model")
             p.add_argument("--load-bools", help="preset, 'all' or 8 true/false: layers loaded (default all)")
             p.add_argument("--train-bools", help="preset, 'all' or 8 true/false: layers trained (default all)")
         else:
@@ -106,10 +116,14 @@ def _settings(args: argparse.Namespace) -> dict:
                          f"Received: DATA={settings['data']!r}, --output={args.output!r}")
     if args.command == "tl" and settings["model"] is None:
         raise ValueError("`gamornet tl` needs --model NAME_OR_PATH. Received: --model=None")
+    if args.command == "tl" and isinstance(settings["model"], list):
+        settings["model"] = settings["model"][0] if len(settings["model"]) == 1 else settings["model"]
     for key in ("data", "catalog"):
         if settings[key] is not None:
             settings[key] = os.path.abspath(settings[key])
-    if settings["model"] is not None and not is_published_model(settings["model"]):
+    if isinstance(settings["model"], list):
+        settings["model"] = [m if is_published_model(m) else os.path.abspath(m) for m in settings["model"]]
+    elif settings["model"] is not None and not is_published_model(settings["model"]):
         settings["model"] = os.path.abspath(settings["model"])
     if settings["augment"] == "none":
         settings["augment"] = None
@@ -121,9 +135,26 @@ def _settings(args: argparse.Namespace) -> dict:
     return settings
 
 
+def _adapts(args: argparse.Namespace) -> bool:
+    """Whether ``gamornet tl`` adapts with :mod:`gamornet.adapt` (several --model, or --folds)."""
+    if args.command != "tl":
+        return False
+    several = len(args.model or []) > 1 or args.folds is not None
+    if args.final is not None and args.folds is None:
+        raise ValueError(f"`--final` needs --folds K. Received: --final={args.final}")
+    return several
+
+
 def _main(args: argparse.Namespace) -> int:
     from gamornet.keras_backend.training import STATE_FILE, read_run_state
 
+    if args.command == "tl" and args.resume is not None:
+        from gamornet.adapt.files import SETTINGS_FILE
+
+        if os.path.isfile(os.path.join(args.resume, SETTINGS_FILE)):
+            return _resume_adapt(args)
+    if args.resume is None and _adapts(args):
+        return _adapt(args)
     if args.resume is not None:
         state = read_run_state(args.resume) if os.path.isdir(args.resume) else None
         if state is None or "cli" not in state:
@@ -136,7 +167,9 @@ def _main(args: argparse.Namespace) -> int:
     else:
         settings = _settings(args)
         output = args.output
-        if os.path.isfile(os.path.join(output, STATE_FILE)):
+        from gamornet.adapt.files import SETTINGS_FILE
+
+        if any(os.path.isfile(os.path.join(output, name)) for name in (STATE_FILE, SETTINGS_FILE)):
             raise FileExistsError(f"--output already holds a run (continue it with --resume {output}, or choose "
                                   f"another folder). Received: --output={output!r}")
     return _run(settings, output, quiet=args.quiet)
@@ -188,4 +221,40 @@ def _run(settings: dict, output: str, quiet: bool) -> int:
     if not quiet:
         print(f"Trained model: {os.path.join(output, training.FINAL_MODEL_FILE)}; "
               f"metrics: {os.path.join(output, training.METRICS_FILE)}")
+    return 0
+
+
+def _tl_options(settings: dict) -> dict:
+    """The options of :func:`gamornet.adapt.adapt` (those of gamornet_tl_keras) from the command's settings."""
+    keys = ("epochs", "batch_size", "lr", "momentum", "decay", "nesterov", "augment", "schedule", "plateau_factor",
+            "plateau_patience", "early_stopping", "mixed_precision", "checkpoint_freq")
+    options = {k: settings[k] for k in keys}
+    options.update(load_layers_bools=parse_bools(settings["load_bools"], "--load-bools"),
+                   trainable_bools=parse_bools(settings["train_bools"], "--train-bools"),
+                   keep_optimizer=bool(settings["keep_optimizer"]), card=_card(settings))
+    return options
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    """``gamornet tl`` with several --model or --folds: :func:`gamornet.adapt.adapt`."""
+    from gamornet.adapt import adapt
+
+    settings = _settings(args)
+    models = settings["model"] if isinstance(settings["model"], list) else [settings["model"]]
+    result = adapt(settings["data"], settings["catalog"], models, args.output, folds=args.folds,
+                   final=args.final or "all", seed=settings["seed"],
+                   validation_fraction=settings["validation_fraction"],
+                   input_shape=settings["input_shape"], verbose=0 if args.quiet else 1, **_tl_options(settings))
+    if args.quiet:
+        print(result.message)
+    return 0
+
+
+def _resume_adapt(args: argparse.Namespace) -> int:
+    """``gamornet tl --resume DIR`` of an adaptation: :func:`gamornet.adapt.resume_adapt`."""
+    from gamornet.adapt import resume_adapt
+
+    result = resume_adapt(args.resume, epochs=args.epochs, verbose=0 if args.quiet else 1)
+    if args.quiet:
+        print(result.message)
     return 0

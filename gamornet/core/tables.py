@@ -11,6 +11,10 @@
   sidecar describes this very file.
 - :func:`normalise_meta` keeps the metadata :func:`gamornet.predict_files`
   writes, with lower-case keys (FITS headers give upper-case ones).
+- The inputs a prediction table records (:data:`INPUT_META`: ``inputs``,
+  ``source_catalog``, ``source_images``) are written to FITS headers as JSON
+  text, so that paths of any characters and lists of one item come back as
+  they were; :func:`normalise_meta` decodes them.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from astropy import units as u
 from astropy.table import Table
 
 from gamornet.core.files import atomic_path, output_error
 
-__all__ = ["OUTPUT_FORMATS", "META_SUFFIX", "META_KEYS", "output_format", "check_output", "read_table",
+__all__ = ["OUTPUT_FORMATS", "META_SUFFIX", "META_KEYS", "INPUT_META", "output_format", "check_output", "read_table",
            "write_table", "normalise_meta", "file_sha256"]
 
 #: Table formats by file ending.
@@ -47,8 +52,11 @@ META_SUFFIX = ".meta.json"
 #: What a sidecar's ``format`` field reads.
 _SIDECAR_FORMAT = "gamornet table metadata 1"
 #: Metadata of the tables :func:`gamornet.predict_files` writes, as :func:`normalise_meta` keeps them.
-META_KEYS = ("model", "flavor", "policy", "shape", "mc", "engine", "precision", "version", "ntotal", "shard",
-             "shards", "nimages", "nskipped", "skipped", "run_sha256")
+META_KEYS = ("model", "flavor", "policy", "policy_thresholds", "shape", "mc", "engine", "precision", "version",
+             "ntotal", "shard", "shards", "nimages", "nskipped", "skipped", "run_sha256", "inputs", "source_catalog",
+             "source_images")
+#: What a prediction table was predicted from: absolute paths (or URLs) as given; lists but ``source_catalog``.
+INPUT_META = ("inputs", "source_catalog", "source_images")
 
 
 def _format_by_ending(path: str | os.PathLike, endings: dict[str, str]) -> tuple[str, str] | None:
@@ -169,6 +177,8 @@ def write_table(table: Table, path: str | os.PathLike, name: str = "path") -> No
     if fmt == "ascii.csv":  # checked before anything is written
         sidecar = {"format": _SIDECAR_FORMAT, "table": os.path.basename(path), "table_sha256": "",
                    "meta": json.loads(json.dumps(dict(table.meta), default=_json_value))}
+    if fmt == "fits":
+        table = _fits_ready(table)
     with atomic_path(path, suffix=ending) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # astropy's notes on long FITS keyword values
@@ -177,6 +187,22 @@ def write_table(table: Table, path: str | os.PathLike, name: str = "path") -> No
             sidecar["table_sha256"] = file_sha256(tmp)
             with atomic_path(path + META_SUFFIX, suffix=".json") as meta_tmp, open(meta_tmp, "w") as f:
                 f.write(json.dumps(sidecar, indent=2) + "\n")
+
+
+def _fits_ready(table: Table) -> Table:
+    """``table`` (a shallow copy) with the recorded inputs (:data:`INPUT_META`) as JSON text, ASCII only.
+
+    A FITS header holds ASCII strings without trailing blanks, and a list
+    as repeated keywords (one item reads back as a string); JSON text keeps
+    every path as it was.
+    """
+    keys = [k for k in table.meta if str(k).lower() in INPUT_META]
+    if not keys:
+        return table
+    table = table.copy(copy_data=False)
+    for key in keys:
+        table.meta[key] = json.dumps(table.meta[key], default=_json_value)
+    return table
 
 
 def _sidecar_meta(path: str) -> dict:
@@ -209,12 +235,17 @@ def _read_parquet(path: str) -> Table:
 
     data = pq.read_table(path)
     raw = (data.schema.metadata or {}).get(b"table_meta_yaml")
-    meta = get_header_from_yaml(raw.decode().split("\n")).get("meta", {}) if raw else {}
+    header = get_header_from_yaml(raw.decode().split("\n")) if raw else {}
     columns = {}
     for column in data.column_names:
         values = data.column(column).to_numpy(zero_copy_only=False)
         columns[column] = values.astype(str) if values.dtype == object else values
-    return Table(columns, meta=dict(meta))
+    table = Table(columns, meta=dict(header.get("meta", {})))
+    for column in header.get("datatype", []):  # the units astropy stored (an RA in hourangle stays one)
+        name, unit = column.get("name"), column.get("unit")
+        if unit and name in table.colnames:
+            table[name].unit = u.Unit(unit, parse_strict="silent")
+    return table
 
 
 def _read_any(path: str, fmt: str | None) -> Table:
@@ -275,8 +306,23 @@ def read_table(path: str | os.PathLike, name: str = "path") -> Table:
 
 
 def normalise_meta(meta: Mapping) -> dict:
-    """The metadata of :data:`META_KEYS` in ``meta``, keys in lower case; a lone ``skipped`` string made a list."""
+    """The metadata of :data:`META_KEYS` in ``meta``, keys in lower case.
+
+    A lone ``skipped`` string is made a list; the recorded inputs
+    (:data:`INPUT_META`) written as JSON text (FITS) are decoded, and a lone
+    ``inputs`` or ``source_images`` string is made a list.
+    """
     out = {str(k).lower(): v for k, v in meta.items() if str(k).lower() in META_KEYS}
-    if "skipped" in out and isinstance(out["skipped"], str):
-        out["skipped"] = [out["skipped"]]
+    for key in INPUT_META:
+        value = out.get(key)
+        if isinstance(value, str) and value[:1] in ('"', "["):
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                pass  # a path that merely starts so
+        if isinstance(value, np.ndarray):
+            out[key] = value.tolist()
+    for key in ("skipped", "inputs", "source_images"):
+        if key in out and isinstance(out[key], str):
+            out[key] = [out[key]]
     return out

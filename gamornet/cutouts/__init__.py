@@ -1,7 +1,7 @@
 """Cutouts for the models from survey images and a catalogue: :func:`make_cutouts` (``gamornet cutout``).
 
 - :mod:`gamornet.cutouts.catalog`: the RA, Dec and id columns of a catalogue.
-- :mod:`gamornet.cutouts.tiles`: survey images (memory-mapped) and which one holds a source.
+- :mod:`gamornet.cutouts.tiles`: survey images (memory-mapped, or URLs read in parts) and which one holds a source.
 - :mod:`gamornet.cutouts.grid`: the model grid (survey pixel scale and size) and its WCS.
 - :mod:`gamornet.cutouts.resample`: one cutout, copied or resampled with flux conserved.
 - :mod:`gamornet.cutouts.plan`: what a run cuts (:class:`CutoutPlan`, picklable), one row at a time, and the flags.

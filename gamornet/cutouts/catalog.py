@@ -33,7 +33,10 @@ ID_NAMES = ("id", "objid", "obj_id", "object_id", "objectid", "source_id", "sour
 
 
 def load_catalog(catalog, name: str = "catalog") -> Table:
-    """``catalog`` as a Table: a Table (used as is) or a path read by :func:`gamornet.core.tables.read_table`."""
+    """``catalog`` as a Table: a Table (used as is) or a path read by :func:`gamornet.core.tables.read_table`.
+
+    Column units are kept in every format that stores them (ECSV, FITS, VOTable, Parquet).
+    """
     if isinstance(catalog, Table):
         return catalog
     if isinstance(catalog, (str, os.PathLike)):
@@ -44,7 +47,8 @@ def load_catalog(catalog, name: str = "catalog") -> Table:
 
 def find_column(table: Table, given: str | None, names: tuple[str, ...], argument: str,
                 required: bool = True) -> str | None:
-    """The column ``given`` (checked), else the first of ``names`` in ``table`` (case ignored).
+    """The column ``given`` (checked; case ignored when no other column differs only by case), else the first of
+    ``names`` in ``table`` (case ignored).
 
     Raises
     ------
@@ -52,6 +56,9 @@ def find_column(table: Table, given: str | None, names: tuple[str, ...], argumen
         If ``given`` is not a column, or (``required``) none of ``names`` is.
     """
     if given is not None:
+        alike = [c for c in table.colnames if c.lower() == str(given).lower()]
+        if given not in table.colnames and len(alike) == 1:
+            return alike[0]
         if given not in table.colnames:
             raise ValueError(f"`{argument}`: no such column in the catalogue (columns: {', '.join(table.colnames)})."
                              f" Received: {argument}={given!r}")

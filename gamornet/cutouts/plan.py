@@ -1,8 +1,8 @@
 """What a cutout run cuts: positions, tiles, the tile of each source, and one row cut at a time.
 
 :class:`CutoutPlan` is small and picklable (numpy arrays of positions, tile
-paths, the grid; no pixels): a process that receives one reopens the tiles
-(memory-mapped) when it first cuts a row.  :func:`cutout_flags` turns the
+paths or URLs, the grid; no pixels): a process that receives one reopens the
+tiles (memory-mapped, or remote files read in parts) when it first cuts a row.  :func:`cutout_flags` turns the
 results of cuts into ``cutout_flag`` values.
 """
 
@@ -19,7 +19,7 @@ from astropy.table import Table
 from gamornet.cutouts.catalog import catalog_positions
 from gamornet.cutouts.grid import ModelGrid, grid_wcs
 from gamornet.cutouts.resample import cut_source
-from gamornet.cutouts.tiles import Tile, locate_sources, open_tile
+from gamornet.cutouts.tiles import Tile, is_url, locate_sources, open_tile, tile_location
 
 __all__ = ["CutoutPlan", "cutout_flags", "METHODS", "ROW_DTYPE"]
 
@@ -45,13 +45,17 @@ class CutoutPlan:
     table : astropy.table.Table
         The catalogue.
     images : str, os.PathLike or sequence of them
-        FITS tiles (made absolute).
+        FITS tiles (local paths made absolute) or their URLs (``http://``,
+        ``https://``, ``s3://``), mixed as wished.
     grid : ModelGrid
         The model grid.
     columns : dict
         ``ra_column``, ``dec_column``, ``id_column`` (None: found by name).
     hdu : int or str, optional
         Image HDU of every tile.
+    fsspec_kwargs : dict, optional
+        Options of the fsspec file system of the URLs (see
+        :func:`gamornet.cutouts.tiles.open_tile`).
 
     Attributes
     ----------
@@ -62,20 +66,24 @@ class CutoutPlan:
     columns : dict
         The columns used (``ra``, ``dec``, ``id``).
     paths : list of str
-        Absolute tile paths.
+        Absolute tile paths, and URLs.
+    versions : list of tuple
+        Per tile, for a URL, ``(size, ETag or modification time)`` when it was opened; empty for a local file.
     tile_index, x, y : numpy.ndarray
         Tile of each row (-1: none) and the source's 0-based pixel position there.
     """
 
-    def __init__(self, table: Table, images, grid: ModelGrid, columns: dict, hdu=None):
+    def __init__(self, table: Table, images, grid: ModelGrid, columns: dict, hdu=None,
+                 fsspec_kwargs: dict | None = None):
         coords, self.ids, self.columns = catalog_positions(table, **columns)
         self.ra, self.dec = coords.ra.deg, coords.dec.deg
         paths = [images] if isinstance(images, (str, os.PathLike)) else list(images)
         if not paths:
             raise ValueError("`images` must name at least one FITS file. Received: images=[]")
-        self._tiles: list[Tile] | None = [open_tile(p, hdu) for p in paths]
-        self.paths = [os.path.abspath(t.path) for t in self._tiles]
-        self.grid, self.hdu = grid, hdu
+        self._tiles: list[Tile] | None = [open_tile(p, hdu, fsspec_kwargs) for p in paths]
+        self.paths = [tile_location(t.path) for t in self._tiles]
+        self.versions = [t.version for t in self._tiles]
+        self.grid, self.hdu, self.fsspec_kwargs = grid, hdu, fsspec_kwargs
         self.tile_index, self.x, self.y, _ = locate_sources(coords, self._tiles, grid)
         self._lock = threading.Lock()
 
@@ -90,10 +98,10 @@ class CutoutPlan:
 
     @property
     def tiles(self) -> list[Tile]:
-        """The tiles, opened (memory-mapped) on first use in this process."""
+        """The tiles, opened (memory-mapped, or remote) on first use in this process."""
         with self._lock:
             if self._tiles is None:
-                self._tiles = [open_tile(p, self.hdu) for p in self.paths]
+                self._tiles = [open_tile(p, self.hdu, self.fsspec_kwargs) for p in self.paths]
             for tile in self._tiles:
                 tile.open()
             return self._tiles
@@ -115,16 +123,18 @@ class CutoutPlan:
         return part
 
     def close(self) -> None:
-        """Close the tiles' memory maps."""
+        """Close the tiles' memory maps and remote files."""
         for tile in self._tiles or []:
             tile.close()
 
     def tile_fingerprints(self) -> list:
-        """``(path, size, modification time in ns, hdu)`` of each tile."""
-        return [(p, os.path.getsize(p), os.stat(p).st_mtime_ns, self.hdu) for p in self.paths]
+        """``(path, size, modification time in ns, hdu)`` of each tile; ``(URL, size, ETag or modification time,
+        hdu)`` of a remote one, as the server gave them when the plan was made."""
+        return [(p, *version, self.hdu) if is_url(p) else (p, os.path.getsize(p), os.stat(p).st_mtime_ns, self.hdu)
+                for p, version in zip(self.paths, self.versions)]
 
     def digest(self, settings: dict) -> str:
-        """SHA-256 of what decides the cutouts: positions, ids, tiles (path, size, time), grid and settings."""
+        """SHA-256 of what decides the cutouts: positions, ids, tiles (path or URL, size, time), grid and settings."""
         digest = hashlib.sha256()
         digest.update(json.dumps({"tiles": self.tile_fingerprints(), "grid": [self.grid.pixel_scale, self.grid.size],
                                   **settings}, sort_keys=True, default=str).encode())

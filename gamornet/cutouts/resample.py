@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.nddata.utils import NoOverlapError, overlap_slices
-from astropy.wcs import WCS
+from astropy.wcs import WCS, Sip
 
 from gamornet.cutouts.grid import ModelGrid, grid_wcs
 from gamornet.cutouts.tiles import Tile
@@ -57,9 +57,11 @@ class Cutout:
 
 
 def _shifted(wcs: WCS, x0: int, y0: int) -> WCS:
-    """``wcs`` with pixel ``(x0, y0)`` as its first pixel."""
+    """``wcs`` with pixel ``(x0, y0)`` as its first pixel (a SIP distortion, which keeps its own CRPIX, moved too)."""
     out = wcs.deepcopy()
     out.wcs.crpix = out.wcs.crpix - np.array([x0, y0])
+    if out.sip is not None:
+        out.sip = Sip(out.sip.a, out.sip.b, out.sip.ap, out.sip.bp, out.sip.crpix - np.array([x0, y0]))
     return out
 
 

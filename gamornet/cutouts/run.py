@@ -38,6 +38,7 @@ from gamornet.core.tables import read_table, write_table
 from gamornet.cutouts.catalog import load_catalog
 from gamornet.cutouts.grid import model_grid
 from gamornet.cutouts.plan import METHODS, ROW_DTYPE, CutoutPlan, cutout_flags
+from gamornet.cutouts.tiles import tile_name
 
 __all__ = ["make_cutouts", "cutout_table", "FLAGS", "ADDED_COLUMNS", "FITS_NAME", "DEFAULT_MAX_NAN_FRACTION"]
 
@@ -110,7 +111,7 @@ def cutout_table(table: Table, plan: CutoutPlan, rows: np.ndarray, keep_columns=
     """
     index = np.arange(len(table))[select]
     tile_index = plan.tile_index[select]
-    names = [os.path.basename(plan.paths[k]) if k >= 0 else "" for k in tile_index]
+    names = [tile_name(plan.paths[k]) if k >= 0 else "" for k in tile_index]
     out = Table()
     out["cutout_index"] = index
     out["cutout_id"] = plan.ids[select]
@@ -259,7 +260,7 @@ def make_cutouts(catalog, images, output=None, *, survey: str | None = None, pix
                  id_column: str | None = None, hdu: int | str | None = None, keep_columns=None, fits: bool = False,
                  overwrite: bool = False, resume: bool = False, progress: bool = True,
                  max_nan_fraction: float = DEFAULT_MAX_NAN_FRACTION, chunk_size: int = 1024,
-                 workers: int | None = None) -> tuple[Table, np.ndarray]:
+                 workers: int | None = None, fsspec_kwargs: dict | None = None) -> tuple[Table, np.ndarray]:
     """Cut every source of a catalogue out of survey images, on a model's grid.
 
     Each cutout is the model's grid (``survey``, or ``pixel_scale`` and
@@ -276,7 +277,9 @@ def make_cutouts(catalog, images, output=None, *, survey: str | None = None, pix
         Any table astropy reads (ECSV, CSV, FITS, VOTable, Parquet).
     images : str, os.PathLike or sequence of them
         FITS images with a celestial WCS (any projection, rotated or not),
-        read memory-mapped.
+        read memory-mapped; or their URLs (``http://``, ``https://``,
+        ``s3://``; local paths and URLs may be mixed), of which only the
+        headers and the cutouts' rows are read (through fsspec).
     output : str or os.PathLike, optional
         Folder to write (``images.npy``, ``catalog.ecsv``, with ``fits``
         ``fits/cutout_NNNNNN.fits``); None: keep the cutouts in memory.
@@ -308,6 +311,10 @@ def make_cutouts(catalog, images, output=None, *, survey: str | None = None, pix
         Catalogue rows per saved chunk (the result does not depend on it).
     workers : int, optional
         Threads cutting tiles in parallel (default: the CPU count, at most 8).
+    fsspec_kwargs : dict, optional
+        Options of the fsspec file system of the URLs in ``images``, such as
+        ``{"anon": True}`` for a public S3 bucket (``s3://`` needs
+        ``pip install gamornet[cloud]``).
 
     Returns
     -------
@@ -317,7 +324,7 @@ def make_cutouts(catalog, images, output=None, *, survey: str | None = None, pix
         ``cutout_id``, ``cutout_ra``, ``cutout_dec`` (degrees), ``cutout_flag``
         (:data:`FLAGS`), ``cutout_coverage`` (fraction of the cutout on the
         tile), ``cutout_nan_fraction``, ``cutout_method`` (``copy``,
-        ``resample``, or empty), ``tile`` (file name), ``tile_x``, ``tile_y``
+        ``resample``, or empty), ``tile`` (file name, or URL), ``tile_x``, ``tile_y``
         (the source in the tile, 0-based pixels), ``cutout_x``, ``cutout_y``
         (the source in the cutout, 0-based pixels), then the catalogue's columns.
     images : numpy.ndarray
@@ -327,7 +334,7 @@ def make_cutouts(catalog, images, output=None, *, survey: str | None = None, pix
     Raises
     ------
     ValueError
-        For a bad argument, missing column, unreadable position or image.
+        For a bad argument, missing column, unreadable position or image, or an image URL that cannot be reached.
     FileExistsError
         If ``output`` holds cutouts and neither ``overwrite`` nor a matching ``resume`` is given.
     gamornet.core.files.OutputLockedError
@@ -340,7 +347,7 @@ def make_cutouts(catalog, images, output=None, *, survey: str | None = None, pix
         raise ValueError("`fits=True` writes files: give `output`. Received: output=None")
     table = load_catalog(catalog)
     plan = CutoutPlan(table, images, grid, {"ra_column": ra_column, "dec_column": dec_column, "id_column": id_column},
-                 hdu)
+                      hdu, fsspec_kwargs)
     settings = {"columns": plan.columns, "hdu": hdu, "max_nan_fraction": float(max_nan_fraction), "fits": bool(fits)}
     options = {"resume": resume, "overwrite": overwrite, "keep_columns": keep_columns, "progress": progress,
                "chunk_size": int(chunk_size), "workers": int(workers)}

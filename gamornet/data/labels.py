@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from gamornet.core.labels import labels_from_bt
 from gamornet.core.network import CLASS_NAMES
 from gamornet.core.validation import check_labels
 
@@ -35,7 +36,10 @@ def load_labels(labels, n_images: int, name: str = "training_labels") -> np.ndar
         ``bulge``, shape ``(N,)``); or a catalog (a table or a file astropy
         reads, e.g. the ``catalog.ecsv`` of ``gamornet simulate``) with a
         ``label`` column of class names, or else a ``class_index`` column
-        (0, 1, 2), or else one-hot columns ``disk``, ``indeterminate``, ``bulge``.
+        (0, 1, 2), or else one-hot columns ``disk``, ``indeterminate``,
+        ``bulge``, or else a ``bt`` column of bulge-to-total ratios (disk
+        below 0.45, bulge above 0.55, indeterminate from one to the other;
+        :func:`gamornet.core.labels.labels_from_bt`).
     n_images : int
         Number of images the labels belong to.
     name : str
@@ -62,7 +66,9 @@ def load_labels(labels, n_images: int, name: str = "training_labels") -> np.ndar
             return np.eye(3, dtype=np.float32)[index.astype(int)]
         if all(c in cols for c in CLASS_NAMES):
             return check_labels(np.stack([np.asarray(labels[c]) for c in CLASS_NAMES], 1), n_images, name)
-        raise ValueError(f"`{name}` catalog needs a 'label', 'class_index' or {list(CLASS_NAMES)} column(s). "
+        if "bt" in cols:
+            return _onehot_from_names(labels_from_bt(labels["bt"], f"{name} column 'bt'"), n_images, name)
+        raise ValueError(f"`{name}` catalog needs a 'label', 'class_index', {list(CLASS_NAMES)} or 'bt' column(s). "
                          f"Received: columns {cols}")
     arr = np.asarray(labels)
     if arr.ndim == 1 and arr.dtype.kind in "US":

@@ -61,6 +61,14 @@ import numpy as np
 
 from gamornet.core.files import atomic_path, output_lock, remove_temporaries, resolve_save_dir
 from gamornet.core.progress import CURRENT_STDOUT, epoch_line, is_terminal, progress_bar
+from gamornet.core.run_files import (
+    BEST_WEIGHTS_FILE,
+    CHECKPOINT_FILE,
+    FINAL_MODEL_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    STATE_MODEL_FILE,
+)
 from gamornet.core.validation import check_flag, check_optimizer_args, check_positive_int
 from gamornet.data import Source, check_augment
 from gamornet.keras_backend.frameworks import backend_name, has_gpu
@@ -86,12 +94,6 @@ __all__ = [
     "recorded_settings",
 ]
 
-METRICS_FILE = "metrics.csv"
-FINAL_MODEL_FILE = "trained_model.keras"
-CHECKPOINT_FILE = "model_{epoch:04d}.keras"
-STATE_MODEL_FILE = "last.keras"
-STATE_FILE = "run_state.json"
-BEST_WEIGHTS_FILE = "best_weights.npz"
 #: Entry of ``last.keras`` (a zip archive) holding the epoch's training state, random states included.
 CHECKPOINT_STATE_ENTRY = "gamornet_training_state.json"
 SCHEDULES: tuple[str, ...] = ("decay", "plateau")

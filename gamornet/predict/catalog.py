@@ -12,6 +12,10 @@ with the columns :func:`gamornet.cutouts.make_cutouts` writes and the
 probabilities and labels (masked where not predicted).
 
 The grid (pixel scale and size) is the model card's (:func:`catalog_grid`).
+Before predicting, the headers of the survey images the rows are cut from
+(pixel scale, ``FILTER``, ``BUNIT``) are compared with the card, as those of
+image files are (:mod:`gamornet.predict.headers`): a native pixel scale other
+than the model's is reported with the cutouts resampled from it.
 """
 
 from __future__ import annotations
@@ -91,6 +95,14 @@ class CatalogInput:
         digest = hashlib.sha256(json.dumps(file).encode())
         digest.update(self.plan.digest({"columns": self.plan.columns, "hdu": self.plan.hdu}).encode())
         return digest.hexdigest()
+
+    def recorded(self, limit: int) -> dict:
+        """``source_catalog`` (None for a Table: left out) and ``source_images`` (absolute paths or URLs, as given)
+        for the table's metadata; {} for more than ``limit`` survey images."""
+        if len(self.plan.paths) > limit:
+            return {}
+        source = {} if self.path is None else {"source_catalog": self.path}
+        return {**source, "source_images": list(self.plan.paths)}
 
     def table_of(self, first: int, stop: int, chunks: list[dict], predicted: Table) -> Table:
         """Rows ``first:stop``: id, the cutout columns, the catalogue's, then ``predicted``'s (masked where absent)."""

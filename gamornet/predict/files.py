@@ -42,6 +42,7 @@ In code, :func:`predict_files` is: check the arguments
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import math
@@ -56,7 +57,7 @@ from gamornet import __version__
 from gamornet.core.files import OutputLockedError, output_lock
 from gamornet.core.network import CLASS_NAMES, INPUT_SHAPES
 from gamornet.core.progress import progress_bar
-from gamornet.core.thresholds import ThresholdPolicy, classify_probabilities, get_policy
+from gamornet.core.thresholds import ThresholdPolicy, classify_probabilities, get_policy, policy_meta
 from gamornet.core.validation import (
     check_callable,
     check_choice,
@@ -174,10 +175,14 @@ def predict_files(inputs=None, model="SDSS_tl", flavor: str = "keras", input_sha
     input_shape : str or tuple, optional
         ``"SDSS"``, ``"CANDELS"`` or ``(H, W, C)``; known for published models,
         required for a model path.
-    policy : str, ThresholdPolicy, tuple or mapping, optional
-        Threshold policy of the labels; by default the published model's, or
+    policy : str, os.PathLike, ThresholdPolicy, tuple or mapping, optional
+        Threshold policy of the labels: a published policy name, a policy
+        file (``.json``, e.g. the ``policy.json`` of ``gamornet evaluate
+        --target-purity``) or thresholds; by default the published model's, or
         for a model path ``<flavor>_candels`` for CANDELS-shaped input and
-        ``<flavor>_sdss`` otherwise.
+        ``<flavor>_sdss`` otherwise.  The table's metadata record it:
+        ``policy`` (its name) and ``policy_thresholds`` (its rule as JSON
+        text; see :func:`gamornet.core.thresholds.policy_meta`).
     output : str, optional
         Table file, written as ``.ecsv``, ``.csv`` (its metadata in the sidecar
         ``<output>.meta.json``), ``.fits`` or ``.parquet`` by its ending.
@@ -319,11 +324,20 @@ def predict_files(inputs=None, model="SDSS_tl", flavor: str = "keras", input_sha
     astropy.table.Table
         Columns ``id``, ``p_disk``, ``p_indeterminate``, ``p_bulge`` (and
         the MC columns), ``label``; metadata ``model``, ``flavor``,
-        ``policy``, ``shape``, ``mc``, ``engine`` and ``precision`` (what
+        ``policy``, ``policy_thresholds``, ``shape``, ``mc``, ``engine`` and ``precision`` (what
         computed the probabilities, and in which precision, as really
         used), ``version``, ``shard``, ``ntotal``
         (images of all shards), ``nimages`` (of this shard), ``nskipped``,
-        ``skipped`` and ``run_sha256`` (see ``resume``).
+        ``skipped`` and ``run_sha256`` (see ``resume``); and what was
+        predicted, as given but made absolute, so that
+        :func:`gamornet.gallery.make_gallery` finds the images again:
+        ``inputs`` (the paths and glob patterns given, not the files they
+        expand to; none for an array) or, from a catalogue,
+        ``source_catalog`` (none for a Table) and ``source_images`` (paths
+        or URLs).  More than 1000 inputs (or survey images) are not
+        recorded: the table then records none.  These do not enter
+        ``run_sha256``, so a run given the same files by other (relative)
+        paths resumes.
 
     Notes
     -----
@@ -492,10 +506,43 @@ def _describe_run(s: _Settings, refs: list, bad: list[tuple]) -> tuple[dict, dic
            "batch_size": min(s.batch_size, max(n_total, 1)), "crop_pad": s.crop_pad, "nan_fill": s.nan_fill,
            "hdu": s.hdu, "skip_bad": s.skip_bad, "n_total": n_total,
            "inputs_sha256": _inputs_digest(s.inputs, refs, bad)}
-    meta = {"model": s.label, "flavor": s.flavor, "policy": s.rule.name, "shape": ",".join(map(str, s.shape)),
+    meta = {"model": s.label, "flavor": s.flavor, **policy_meta(s.rule), "shape": ",".join(map(str, s.shape)),
             "mc": s.mc_samples, "engine": s.choice.engine, "precision": s.choice.precision, "version": __version__,
-            "shard": f"{s.part[0]}/{s.part[1]}", "ntotal": n_total}
+            "shard": f"{s.part[0]}/{s.part[1]}", "ntotal": n_total, **_recorded_inputs(s.inputs)}
     return run, meta
+
+
+#: Paths a table records of what it was predicted from, at most (more are not recorded).
+MAX_RECORDED_INPUTS = 1000
+
+
+def _absolute_input(item) -> str:
+    """An input path or glob pattern made absolute, as it names the same files from any folder.
+
+    The current folder's own glob characters (``[``, ``*``, ``?``) are escaped
+    in a relative pattern, so that they are taken literally.
+    """
+    path = os.fspath(item)
+    if os.path.lexists(path) or not glob.has_magic(path):
+        return os.path.abspath(path)
+    return os.path.normpath(os.path.join(glob.escape(os.getcwd()), path))
+
+
+def _recorded_inputs(inputs) -> dict:
+    """The table metadata naming what was predicted (not digested: equivalent paths make the same run).
+
+    ``inputs`` for files, directories and patterns; ``source_catalog`` and
+    ``source_images`` for a catalogue (:meth:`gamornet.predict.catalog.CatalogInput.recorded`);
+    nothing for an array, or for more than :data:`MAX_RECORDED_INPUTS` items.
+    """
+    if isinstance(inputs, CatalogInput):
+        return inputs.recorded(MAX_RECORDED_INPUTS)
+    if isinstance(inputs, np.ndarray):
+        return {}
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if not items or len(items) > MAX_RECORDED_INPUTS:  # an iterator is spent by the listing
+        return {}
+    return {"inputs": [_absolute_input(item) for item in items]}
 
 
 def _plan(s: _Settings, refs: list, first: int, bad: list[tuple], run: dict,

@@ -20,12 +20,29 @@ them.  Mismatches give one :class:`InputMismatchWarning` per run listing
 each, with the handbook's advice (its FAQ: "Can I run GaMorNet on any galaxy
 image? No!"), or with ``strict=True`` an :class:`InputMismatchError`.
 Arrays, ``.npy`` stacks and headers without these keywords are not checked.
+
+On the catalogue route (``predict_files(catalog=..., images=...)``) the
+headers read are those of the survey images the rows are cut from (each
+image holding at least one row of the run, its image HDU as the cut reads
+it; a remote image's headers are those read when it was opened, not fetched
+again).  The cutouts are on the
+model's grid whatever the images' pixel scale, so a different native scale
+is reported as such: the cutouts were resampled from it, which matches the
+model's pixels but not the resolution of its training images.  A grid
+whose scale differs from the card's (``pixel_scale`` given) is reported as
+the cutouts' scale.  Band and units are compared as
+for image files.  For a model file without a card, the card is that of the
+``survey`` of the grid (``--survey``, or the ``input_shape`` alias), else
+that of its input shape.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
+
+import numpy as np
 
 from gamornet.predict.fits import read_image_header
 from gamornet.predict.inputs import BadImageError
@@ -125,13 +142,95 @@ def _sample_paths(refs) -> list[str]:
     return list(firsts.values())
 
 
+def _cut_plans(refs) -> list[tuple[object, np.ndarray]]:
+    """``(plan, tile indices)`` of each catalogue among ``refs``: the survey images holding one of their rows."""
+    plans: dict[int, tuple[object, list[int]]] = {}
+    for ref in refs:
+        if ref.source.kind == "cutout" and ref.source.cutting is not None:
+            plans.setdefault(id(ref.source.cutting), (ref.source.cutting, []))[1].append(ref.index)
+    out = []
+    for plan, rows in plans.values():
+        used = np.unique(np.asarray(plan.tile_index)[np.asarray(rows, dtype=np.intp)])
+        out.append((plan, used[used >= 0]))
+    return out
+
+
+def _grid_card(label: str, flavor: str, shape, survey: str | None) -> ModelCard | None:
+    """The card of the catalogue route: the model's own, else that of the grid's ``survey``, else of ``shape``."""
+    if survey is not None and not is_published_model(label):
+        try:
+            card = read_card(label)
+        except (OSError, ValueError):
+            card = None
+        if card is None:
+            from gamornet.simulate.config import SURVEYS
+
+            survey_card = card_for_shape((*SURVEYS[survey].shape, 1), flavor)
+            if survey_card is not None:
+                return dataclasses.replace(survey_card, name=f"{survey} grid", notes=None)
+    return model_card(label, flavor, shape)
+
+
+def _differs(scale: float, reference: float) -> bool:
+    return abs(scale - reference) > SCALE_TOLERANCE * reference
+
+
+def _tile_mismatches(plan, tiles, card: ModelCard) -> list[tuple[str, str]]:
+    """(kind, message) of each way the survey images ``tiles`` of ``plan`` (or its grid) differ from the card."""
+    found = []
+    grid_scale, model_scale = plan.grid.pixel_scale, card.pixel_scale_arcsec
+    if model_scale and _differs(grid_scale, model_scale):
+        found.append((f"grid:{grid_scale:.4g}", f'pixel scale {grid_scale:.4g}"/px of the cutouts (pixel_scale) '
+                                                f'differs from the model\'s {model_scale:g}"/px: for '
+                                                f'{HANDBOOK_ADVICE["scratch"]}'))
+    for k in tiles:
+        tile = plan.tiles[k]  # opened with the plan: a remote image's headers are not read again
+        try:
+            facts = header_facts(tile.header)  # of the image HDU the cuts read
+        except (OSError, ValueError):
+            continue  # the cut reports unreadable images
+        scale, where = tile.scale, f"survey image {tile.name}"
+        if model_scale and _differs(scale, model_scale) and _differs(scale, grid_scale):
+            found.append((f"scale:{scale:.4g}", f'pixel scale {scale:.4g}"/px ({where}) differs from the model\'s '
+                                                f'{model_scale:g}"/px: the cutouts were resampled from it to '
+                                                f'{grid_scale:g}"/px (flux conserved), which gives them the model\'s '
+                                                'pixel grid but not the resolution of its training images: for '
+                                                f'{HANDBOOK_ADVICE["scratch"]}'))
+        found += _mismatches({**facts, "pixel_scale": None}, card, where)
+    return found
+
+
+def _found(refs, label: str, flavor: str, shape, hdu) -> tuple[ModelCard | None, dict[str, str], str]:
+    """The card, the mismatches found (by kind) and what was read, for the images of ``refs``."""
+    paths, plans = _sample_paths(refs), _cut_plans(refs)
+    survey = next((plan.grid.survey for plan, _ in plans if plan.grid.survey), None)
+    card = _grid_card(label, flavor, shape, survey) if paths or plans else None
+    found: dict[str, str] = {}
+    if card is None:
+        return None, found, ""
+    for path in paths:
+        try:
+            facts = header_facts(read_image_header(path, hdu))
+        except BadImageError:
+            continue  # the scan reports unreadable files
+        for kind, message in _mismatches(facts, card, os.path.basename(path)):
+            found.setdefault(kind, message)
+    for plan, tiles in plans:
+        for kind, message in _tile_mismatches(plan, tiles, card):
+            found.setdefault(kind, message)
+    read = [f"{len(paths)} FITS file(s) read, the first of each folder"] if paths else []
+    read += [f"{sum(len(t) for _, t in plans)} survey image(s) read, those the cutouts come from"] if plans else []
+    return card, found, "; ".join(read)
+
+
 def check_input_headers(refs, label: str, flavor: str, shape, hdu=None, strict: bool = False) -> list[str]:
     """Compare the headers of a few FITS inputs with the model's card; warn once (or raise) on mismatches.
 
     Parameters
     ----------
     refs : list of gamornet.predict.inputs.ImageRef
-        The images of the run; only FITS files are looked at, one per folder.
+        The images of the run; only FITS files are looked at, one per folder, and for the rows of a catalogue
+        (kind ``"cutout"``) the survey images they are cut from.
     label : str
         Published model name or model path.
     flavor : str
@@ -152,24 +251,13 @@ def check_input_headers(refs, label: str, flavor: str, shape, hdu=None, strict: 
     InputMismatchError
         With ``strict=True``, if any header differs from the card.
     """
-    paths = _sample_paths(refs)
-    card = model_card(label, flavor, shape) if paths else None
-    if card is None:
-        return []
-    found: dict[str, str] = {}
-    for path in paths:
-        try:
-            facts = header_facts(read_image_header(path, hdu))
-        except BadImageError:
-            continue  # the scan reports unreadable files
-        for kind, message in _mismatches(facts, card, os.path.basename(path)):
-            found.setdefault(kind, message)
-    if not found:
+    card, found, read = _found(refs, label, flavor, shape, hdu)
+    if card is None or not found:
         return []
     messages = list(found.values())
-    text = (f"The input images may not fit the model {card.name} (headers of {len(paths)} FITS file(s) read, the "
-            "first of each folder):\n- " + "\n- ".join(messages) + "\nThe handbook's FAQ, 'Can I run GaMorNet on "
-            f"any galaxy image? No!': for {HANDBOOK_ADVICE['predict']}; for {HANDBOOK_ADVICE['few']}.")
+    text = (f"The input images may not fit the model {card.name} (headers of {read}):\n- " + "\n- ".join(messages)
+            + "\nThe handbook's FAQ, 'Can I run GaMorNet on any galaxy image? No!': for "
+            f"{HANDBOOK_ADVICE['predict']}; for {HANDBOOK_ADVICE['few']}.")
     if strict:
         raise InputMismatchError(f"{text} Received: strict=True")
     warnings.warn(text, InputMismatchWarning, stacklevel=5)

@@ -2,9 +2,12 @@
 
 :func:`list_images` expands the inputs (paths, directories, glob patterns,
 lists of them, or one numpy array) into one :class:`ImageRef` per image, in
-sorted path order, each with its id.  Only ``.npy`` headers are read here (to
-count the images of a stack, and to refuse dtypes other than real ints and
-floats); FITS files hold one image each (see :mod:`gamornet.predict.fits`).
+sorted path order, each with its id; :func:`list_sources` gives the sources
+alone (a ``.npy`` stack is one) and :func:`image_ref` the reference of one
+image of a source, by the same ids (:func:`id_prefix`).  Only ``.npy``
+headers are read here (to count the images of a stack, and to refuse dtypes
+other than real ints and floats); FITS files hold one image each (see
+:mod:`gamornet.predict.fits`).
 Broken symbolic links are bad files.
 
 Accepted layouts
@@ -56,6 +59,9 @@ __all__ = [
     "Batch",
     "expand_paths",
     "list_images",
+    "list_sources",
+    "id_prefix",
+    "image_ref",
 ]
 
 FITS_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fz")
@@ -248,6 +254,68 @@ def bad_images_error(bad: list[tuple]) -> BadImageError:
                                f"(pass skip_bad=True / --skip-bad to skip them):\n{lines}{more}", bad)
 
 
+def id_prefix(source: InputSource) -> str | None:
+    """The text before the index in the ids of a stack's images; None for a one-image source.
+
+    Image ``i`` of an array has id ``i`` (prefix ``""``, ids compared as
+    text), image ``i`` of a ``(N, H, W[, C])`` ``.npy`` stack ``name:i``
+    (prefix ``"name:"``); a FITS file or a 2-D ``.npy`` holds one image, whose
+    id is the source's name.  With :func:`image_ref`, this is how prediction
+    names images: ``str(image_ref(source, i).id) == id_prefix(source) + str(i)``.
+    """
+    if source.kind == "array":
+        return ""
+    if source.kind == "npy" and source.data is not None and source.data.ndim in (3, 4):
+        return f"{source.name}:"
+    return None
+
+
+def image_ref(source: InputSource, index: int) -> ImageRef:
+    """The :class:`ImageRef` of image ``index`` (``0 <= index < source.n_images``) of a source of :func:`list_sources`.
+
+    Its id is the one :func:`list_images` gives (see :func:`id_prefix`), found
+    without listing the source's other images.
+    """
+    prefix = id_prefix(source)
+    if prefix is None:
+        return ImageRef(source.name, source, None)
+    return ImageRef(index if source.kind == "array" else f"{prefix}{index}", source, index)
+
+
+def list_sources(inputs, skip_bad: bool = False) -> tuple[list[InputSource], list[tuple]]:
+    """The sources of ``inputs`` (the array, or one per file), in the order of :func:`list_images`.
+
+    Only ``.npy`` headers are read: a stack of millions of images is one
+    source, whose images :func:`image_ref` names one at a time.  Arguments,
+    errors and ``bad`` as for :func:`list_images`.
+    """
+    if isinstance(inputs, np.ndarray):
+        if inputs.ndim not in (3, 4) or inputs.shape[0] == 0:
+            raise ValueError(_inputs_error("an array must be (N, H, W, C) or (N, H, W) with N >= 1", inputs))
+        if inputs.dtype.kind not in PIXEL_KINDS:
+            raise TypeError(_inputs_error(f"an array must hold real int or float pixels, not {inputs.dtype}", inputs))
+        return [InputSource("array", None, "array", inputs.shape[0], inputs, tuple(inputs.shape[1:]))], []
+    paths = expand_paths(inputs)
+    root = os.path.commonpath([os.path.dirname(p) for p in paths])
+    sources: list[InputSource] = []
+    bad: list[tuple] = []
+    for path in paths:
+        name = os.path.relpath(path, root)
+        if _is_broken_link(path):
+            bad.append((name, f"broken symbolic link (to {os.readlink(path)!r}, which does not exist)"))
+            continue
+        if _file_kind(path) == "fits":
+            sources.append(InputSource("fits", path, name))
+            continue
+        try:
+            sources.append(_npy_source(path, name))
+        except BadImageError as exc:
+            bad.append((name, exc.reason))
+    if bad and not skip_bad:
+        raise bad_images_error(bad)
+    return sources, bad
+
+
 def list_images(inputs, skip_bad: bool = False) -> tuple[list[ImageRef], list[tuple]]:
     """One :class:`ImageRef` per image of ``inputs``, in sorted order.
 
@@ -263,6 +331,7 @@ def list_images(inputs, skip_bad: bool = False) -> tuple[list[ImageRef], list[tu
     Returns
     -------
     refs : list of ImageRef
+        :func:`image_ref` of every image of every source of :func:`list_sources`.
     bad : list of (id, reason)
 
     Raises
@@ -273,34 +342,5 @@ def list_images(inputs, skip_bad: bool = False) -> tuple[list[ImageRef], list[tu
         For an array of another dtype than real ints or floats (an argument
         error, never skipped), or ``inputs`` of another type.
     """
-    if isinstance(inputs, np.ndarray):
-        if inputs.ndim not in (3, 4) or inputs.shape[0] == 0:
-            raise ValueError(_inputs_error("an array must be (N, H, W, C) or (N, H, W) with N >= 1", inputs))
-        if inputs.dtype.kind not in PIXEL_KINDS:
-            raise TypeError(_inputs_error(f"an array must hold real int or float pixels, not {inputs.dtype}", inputs))
-        source = InputSource("array", None, "array", inputs.shape[0], inputs, tuple(inputs.shape[1:]))
-        return [ImageRef(i, source, i) for i in range(inputs.shape[0])], []
-    paths = expand_paths(inputs)
-    root = os.path.commonpath([os.path.dirname(p) for p in paths])
-    refs: list[ImageRef] = []
-    bad: list[tuple] = []
-    for path in paths:
-        name = os.path.relpath(path, root)
-        if _is_broken_link(path):
-            bad.append((name, f"broken symbolic link (to {os.readlink(path)!r}, which does not exist)"))
-            continue
-        if _file_kind(path) == "fits":
-            refs.append(ImageRef(name, InputSource("fits", path, name)))
-            continue
-        try:
-            source = _npy_source(path, name)
-        except BadImageError as exc:
-            bad.append((name, exc.reason))
-            continue
-        if source.data.ndim == 2:
-            refs.append(ImageRef(name, source, None))
-        else:
-            refs.extend(ImageRef(f"{name}:{i}", source, i) for i in range(source.n_images))
-    if bad and not skip_bad:
-        raise bad_images_error(bad)
-    return refs, bad
+    sources, bad = list_sources(inputs, skip_bad)
+    return [image_ref(source, i) for source in sources for i in range(source.n_images)], bad

@@ -22,6 +22,7 @@ from astropy.table import Table, vstack
 
 from gamornet.core.files import atomic_path, output_lock
 from gamornet.core.tables import (  # re-exported: the names' former home
+    INPUT_META,
     META_SUFFIX,
     OUTPUT_FORMATS,  # noqa: F401
     check_output,
@@ -40,7 +41,8 @@ CHUNKS_SUFFIX = ".chunks"
 #: Skipped images of a run with ``skip_bad``: ``<output>.skipped.csv``.
 SKIPPED_SUFFIX = ".skipped.csv"
 #: Metadata that must agree between the shard tables of one catalogue.
-SHARED_META = ("model", "flavor", "policy", "shape", "mc", "engine", "precision", "version", "ntotal")
+SHARED_META = ("model", "flavor", "policy", "policy_thresholds", "shape", "mc", "engine", "precision", "version",
+               "ntotal")
 #: Metadata naming what computed the probabilities: tables recording it never merge with tables lacking it.
 _COMPUTED_BY = ("engine", "precision")
 #: Formats whose tables carry the metadata that merging checks.
@@ -96,7 +98,9 @@ def merge_tables(paths, output=None, overwrite: bool = False) -> Table:
     complete set of shards gives the table of an unsharded run (its ``shard``
     metadata then reads ``1/1``, and ``run_sha256`` is kept when every shard
     records it); an incomplete set is merged with a warning naming the
-    missing shards.
+    missing shards.  The inputs the shards record (``inputs``, or
+    ``source_catalog`` and ``source_images``) are kept when every shard
+    records the same, and left out otherwise.
 
     Parameters
     ----------
@@ -213,6 +217,9 @@ def _merge(paths: list) -> Table:
     digests = {t.meta.get("run_sha256") for t in tables}
     if len(digests) == 1 and None not in digests:
         meta["run_sha256"] = digests.pop()
+    for key in INPUT_META:  # what the shards were predicted from: kept where all record the same
+        if any(t.meta.get(key) != first.meta.get(key) for t in tables):
+            meta.pop(key, None)
     merged.meta = meta
     return merged
 

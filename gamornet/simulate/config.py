@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from gamornet.core.labels import BT_BOUNDS
+from gamornet.core.labels import class_index_from_bt as label_index_from_bt
 from gamornet.core.network import CLASS_NAMES
 
 __all__ = ["SurveyConfig", "SURVEYS", "get_config", "draw_parameters", "label_index_from_bt", "PARAM_NAMES",
@@ -25,7 +27,8 @@ _RANGE_FIELDS = (
     "disk_re", "bulge_re", "disk_q", "bulge_q", "disk_mag", "bulge_delta",
     "disk_pa", "bulge_pa_offset", "centre", "bt_range",
 )
-BT_BOUNDS: tuple[float, float] = (0.45, 0.55)
+
+
 @dataclass(frozen=True)
 class SurveyConfig:
     """Everything that defines a simulated data set (use :func:`get_config`).
@@ -196,12 +199,6 @@ def get_config(survey: str | SurveyConfig = "SDSS", **overrides: Any) -> SurveyC
     if overrides.pop("balanced", False):
         overrides = {"bt_mode": "classes", "class_mix": (1 / 3, 1 / 3, 1 / 3), **overrides}
     return config.replace(**overrides) if overrides else config
-
-
-def label_index_from_bt(bt) -> np.ndarray:
-    """Class index (0 disk, 1 indeterminate, 2 bulge) of bulge-to-total ratios."""
-    bt = np.asarray(bt, dtype=float)
-    return np.where(bt < BT_BOUNDS[0], 0, np.where(bt <= BT_BOUNDS[1], 1, 2))
 
 
 def _class_bt_intervals(bt_range: tuple[float, float]) -> list[tuple[float, float]]:

@@ -14,16 +14,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 
 import pytest
 
 from benchmarks.cluster import parse_args, report
 
-from helpers import REPO
+from helpers import run_benchmark_quick
 
 #: The figures of the JSON that the table prints.
 FIGURES = ("one_process_img_s", "cluster_img_s", "ratio", "busy_fraction", "task_round_trip_ms",
@@ -61,15 +58,9 @@ def test_report():
 
 @pytest.mark.slow
 def test_quick_run(tmp_path, capsys):
-    out = tmp_path / "cluster.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.cluster", "--quick", "--json", str(out)], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    with capsys.disabled():
-        print("\n" + result.stdout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures, stdout = run_benchmark_quick("benchmarks.cluster", tmp_path / "figures.json", capsys)
     assert figures["chunk_tasks"] >= 4 * figures["workers"]
     for name in FIGURES:
         assert isinstance(figures[name], float) and math.isfinite(figures[name]) and figures[name] > 0, name
     assert 0 < figures["busy_fraction"] <= 1
-    assert report(figures) in result.stdout
+    assert report(figures) in stdout

@@ -14,17 +14,14 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from benchmarks.cutouts import GRIDS, OTHER_SCALE, PATHS, catalogue, mosaic_header, parse_args, report
 
-from helpers import REPO
+from helpers import run_benchmark_quick
 
 
 def test_quick_settings():
@@ -49,13 +46,7 @@ def test_mosaic_header():
 
 @pytest.mark.slow
 def test_quick_run(tmp_path, capsys):
-    out = tmp_path / "cutouts.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.cutouts", "--quick", "--json", str(out)], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    with capsys.disabled():
-        print("\n" + result.stdout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures, stdout = run_benchmark_quick("benchmarks.cutouts", tmp_path / "figures.json", capsys)
     assert set(figures["speed"]) == {"CANDELS"}
     for name, fig in figures["speed"]["CANDELS"].items():
         assert name in PATHS
@@ -67,4 +58,4 @@ def test_quick_run(tmp_path, capsys):
         assert all(fig[key] > 0 for key in ("VmHWM", "RssAnon", "RssFile"))
     route = figures["catalogue_route"]
     assert "skipped" in route or route["catalogue_route_img_s"] > 0
-    assert report(figures) in result.stdout
+    assert report(figures) in stdout

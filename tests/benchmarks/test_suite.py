@@ -11,11 +11,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -29,7 +26,7 @@ from benchmarks.config import (
     settings_for,
 )
 
-from helpers import REPO
+from helpers import REPO, run_benchmark_quick
 
 #: Every key of a figure in the JSON.
 FIGURE_FIELDS = {"label", "unit", "value", "runs", "reference", "ratio", "note", "error"}
@@ -68,14 +65,7 @@ def _check_figure(group: str, name: str, figure: dict) -> None:
 
 @pytest.mark.slow
 def test_quick_run(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--json", str(out)], cwd=REPO,
-                            env=_env(), capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stderr[-4000:]
-    report = json.loads(out.read_text())
-
-    with capsys.disabled():
-        print("\n" + result.stdout)
+    report, table = run_benchmark_quick("benchmarks", tmp_path / "bench.json", capsys, timeout=1200, env=_env())
     assert report["mode"] == "quick" and report["settings"]["surveys"] == ["CANDELS"]
     assert set(report["figures"]) == {"common", "CANDELS"}
     assert list(report["figures"]["common"]) == list(COMMON_FIGURES)
@@ -97,7 +87,6 @@ def test_quick_run(tmp_path, capsys):
     for kind in ("train_keras", "train_tflearn"):
         assert set(profiles[kind]) == {"cpu_ms_per_image", "system_ms_per_image"}
 
-    table = result.stdout
     for label, _ in [*COMMON_FIGURES.values(), *SURVEY_FIGURES.values()]:
         assert label in table
     assert table.count("PASS") + table.count("MISS") >= len(expected)

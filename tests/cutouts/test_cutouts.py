@@ -16,7 +16,7 @@ from astropy.wcs import WCS
 from gamornet.cutouts import make_cutouts, model_grid
 from gamornet.cutouts.catalog import catalog_positions
 
-from helpers import field, tan_wcs, write_tile
+from helpers import centroid, field, sky_offsets, tan_wcs, write_tile
 
 RA0, DEC0 = 150.0, 2.0
 SIZE = 31  # grid of the tests: 31 x 31 at 0.4"/px
@@ -26,17 +26,7 @@ SCALE = 0.4
 def sources() -> SkyCoord:
     """Six sources at least 16" apart, at arbitrary sub-pixel positions."""
     offsets = np.array([(-12.3, -11.1), (11.7, -12.4), (-11.2, 12.6), (12.9, 11.3), (0.23, 0.41), (0.61, -23.5)])
-    return SkyCoord(RA0 + offsets[:, 0] / 3600 / np.cos(np.radians(DEC0)), DEC0 + offsets[:, 1] / 3600, unit="deg")
-
-
-def centroid(image, x0=None, y0=None, radius=12):
-    """Centroid of the symmetric source near ``(x0, y0)`` (default the centre), iterated in a circular aperture."""
-    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
-    x, y = ((image.shape[1] - 1) / 2 if x0 is None else x0), ((image.shape[0] - 1) / 2 if y0 is None else y0)
-    for _ in range(20):
-        w = np.where(np.hypot(xx - x, yy - y) < radius, image, 0)
-        x, y = (w * xx).sum() / w.sum(), (w * yy).sum() / w.sum()
-    return x, y
+    return sky_offsets(offsets, RA0, DEC0)
 
 
 @pytest.fixture(scope="module")

@@ -191,7 +191,7 @@ def test_catalog_forms_and_dataset_checks(tmp_path, blobs):
     for table in (Table({"class_index": k}), Table({n: y[:, i] for i, n in enumerate(NAMES)})):
         np.testing.assert_array_equal(data.load_labels(table, 48), y)
     with pytest.raises(ValueError, match=r"catalog needs a 'label', 'class_index'"):
-        data.load_labels(Table({"bt": k}), 48)
+        data.load_labels(Table({"morphology": k}), 48)  # (a `bt` column is read as bulge-to-total ratios)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     with pytest.raises(ValueError, match=r"`training_labels` must be None when `training_imgs` is a"):
         data.as_source(ds, y, SHAPE)

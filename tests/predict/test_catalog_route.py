@@ -19,7 +19,7 @@ from gamornet.cutouts import make_cutouts
 from gamornet.predict.files import predict_files
 from gamornet.predict.tables import merge_tables, read_table
 
-from helpers import NARROW_WIDTHS, field, saved_keras_model, tan_wcs, write_tile
+from helpers import NARROW_WIDTHS, field, saved_keras_model, sky_offsets, tan_wcs, write_tile
 
 RA0, DEC0 = 150.0, 2.0
 SIZE, SCALE = 31, 0.4  # the model's grid
@@ -35,7 +35,7 @@ def survey(tmp_path_factory):
     """The tile, the catalogue (with extra columns) and a small model of the grid's shape."""
     d = tmp_path_factory.mktemp("survey")
     offsets = np.array(OFFSETS)
-    coords = SkyCoord(RA0 + offsets[:, 0] / 3600 / np.cos(np.radians(DEC0)), DEC0 + offsets[:, 1] / 3600, unit="deg")
+    coords = sky_offsets(offsets, RA0, DEC0)
     wcs = tan_wcs(RA0, DEC0, TILE_SCALE, TILE_SHAPE)
     rng = np.random.default_rng(1)
     image = field(wcs, TILE_SHAPE, coords, TILE_SCALE) + rng.normal(0, 0.05, TILE_SHAPE)
@@ -195,3 +195,54 @@ def test_a_chunk_task_carries_only_its_own_rows(survey):
         image, _, result = part.cut(i)
         np.testing.assert_array_equal(image, whole)
         assert np.array_equal(np.asarray(result), np.asarray(whole_result), equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def carded(survey, tmp_path_factory):
+    """The survey's model with a card (SDSS g at the grid's 0.4"/px), and a tile at that scale in that band."""
+    import shutil
+
+    from gamornet.published.cards import ModelCard, write_card_entry
+
+    d = tmp_path_factory.mktemp("carded")
+    model = str(d / "carded.keras")
+    shutil.copy(survey["model"], model)
+    write_card_entry(model, ModelCard("carded", band="SDSS g", pixel_scale_arcsec=SCALE, shape=(SIZE, SIZE, 1)))
+    table = Table.read(survey["catalog"])
+    coords = SkyCoord(table["RA"], table["DEC"], unit="deg")
+    wcs = tan_wcs(RA0, DEC0, SCALE, (125, 125))
+    tile = write_tile(d / "native.fits", wcs, field(wcs, (125, 125), coords, SCALE), FILTER="g")
+    return {"model": model, "native": tile}
+
+
+def _mismatch_warnings(**kwargs) -> tuple[Table, list]:
+    from gamornet.predict.headers import InputMismatchWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = predict_files(batch_size=4, chunk_size=3, progress=False, **kwargs)
+    return table, [w for w in caught if issubclass(w.category, InputMismatchWarning)]
+
+
+def test_survey_image_headers_checked_against_the_card(survey, carded, tmp_path, capsys):
+    from gamornet.cli import main
+    from gamornet.predict.headers import InputMismatchError
+
+    # the grid is the card's (0.4"/px, 31 x 31); the tile is at 0.25"/px: resampled, said once
+    table, caught = _mismatch_warnings(catalog=survey["catalog"], images=survey["tile"], model=carded["model"])
+    assert len(table) == survey["n"] and set(table["cutout_method"][table["cutout_flag"] == "ok"]) == {"resample"}
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert 'pixel scale 0.25"/px (survey image tile.fits) differs from the model\'s 0.4"/px' in text
+    assert 'the cutouts were resampled from it to 0.4"/px' in text
+    table, caught = _mismatch_warnings(catalog=survey["catalog"], images=carded["native"], model=carded["model"])
+    assert caught == [] and "copy" in set(table["cutout_method"])
+    output = str(tmp_path / "strict.ecsv")
+    with pytest.raises(InputMismatchError, match="Received: strict=True"):
+        predict_files(catalog=survey["catalog"], images=survey["tile"], model=carded["model"], output=output,
+                      strict=True, progress=False)
+    assert not os.path.exists(output) and not os.path.exists(output + ".chunks")
+    capsys.readouterr()
+    assert main(["predict", "--catalog", survey["catalog"], "--images", survey["tile"], "--model", carded["model"],
+                 "-o", output, "--strict", "--quiet"]) == 2
+    assert "resampled from it" in capsys.readouterr().err and not os.path.exists(output)

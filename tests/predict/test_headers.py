@@ -140,3 +140,98 @@ def test_predict_files_checks_headers_once(tmp_path, carded_model):
     assert not os.path.exists(output) and not os.path.exists(output + ".chunks")
     with pytest.raises(ValueError, match="Received: strict="):
         predict_files(other, carded_model, strict="yes", **opts)
+
+
+# ---------------------------------------------------------------- the catalogue route: the survey images' headers
+
+TILE_SHAPE = (64, 64)
+
+
+def _catalog_refs(directory, tiles: list[dict], grid=None, rows=((150.0, 2.0),)):
+    """The refs of a catalogue of ``rows`` cut from tiles (each a dict of scale, centre and header keywords)."""
+    from astropy.table import Table
+
+    from gamornet.cutouts import model_grid
+    from gamornet.predict.catalog import open_catalog
+
+    from helpers import tan_wcs, write_tile
+
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for k, spec in enumerate(tiles):
+        keys = dict(spec)
+        scale, (ra, dec) = keys.pop("scale"), keys.pop("centre", (150.0, 2.0))
+        wcs = tan_wcs(ra, dec, scale, TILE_SHAPE)
+        paths.append(write_tile(os.path.join(directory, f"tile{k}.fits"), wcs, np.ones(TILE_SHAPE), **keys))
+    table = Table({"ra": [r[0] for r in rows], "dec": [r[1] for r in rows]})
+    grid = grid or model_grid(pixel_scale=0.4, size=31)
+    return open_catalog(table, paths, grid).refs()
+
+
+@pytest.fixture
+def survey_card(tmp_path) -> str:
+    """A model path with only a card (sidecar): SDSS g, 0.4"/px, 31 x 31, nanomaggy."""
+    path = str(tmp_path / "survey_model.keras")
+    card = ModelCard("survey model", band="SDSS g", pixel_scale_arcsec=0.4, shape=(31, 31, 1), units="nanomaggy")
+    with open(path + ".card.json", "w") as f:
+        f.write(card.to_json())
+    return path
+
+
+def _tile_check(refs, model, shape=(31, 31, 1), **kwargs) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_input_headers(refs, model, "keras", shape, **kwargs)
+    return [w for w in caught if issubclass(w.category, InputMismatchWarning)]
+
+
+def test_catalogue_tiles_fitting_the_card_give_no_warning(tmp_path, survey_card):
+    refs = _catalog_refs(tmp_path, [{"scale": 0.4, "FILTER": "g", "BUNIT": "nanomaggy"}])
+    assert _tile_check(refs, survey_card) == []
+    rotated = _catalog_refs(tmp_path / "r", [{"scale": 0.402, "FILTER": "SDSS g"}])  # within 1%, no BUNIT
+    assert _tile_check(rotated, survey_card) == []
+
+
+def test_catalogue_tiles_at_another_scale_were_resampled(tmp_path, survey_card):
+    refs = _catalog_refs(tmp_path, [{"scale": 0.06, "FILTER": "g"}, {"scale": 0.06, "centre": (151.0, 2.0)}])
+    caught = _tile_check(refs, survey_card)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert 'pixel scale 0.06"/px (survey image tile0.fits) differs from the model\'s 0.4"/px' in text
+    assert 'resampled from it to 0.4"/px' in text and "from scratch" in text
+    assert "1 survey image(s)" in text and "tile1.fits" not in text  # a tile holding no row is not read
+    assert "band 'g'" not in text and "of the cutouts" not in text
+    with pytest.raises(InputMismatchError, match="(?s)resampled.*Received: strict=True"):
+        check_input_headers(refs, survey_card, "keras", (31, 31, 1), strict=True)
+
+
+def test_catalogue_tiles_band_and_units_warn_as_files_do(tmp_path, survey_card):
+    refs = _catalog_refs(tmp_path, [{"scale": 0.4, "FILTER": "r", "BUNIT": "e-/s"}])
+    caught = _tile_check(refs, survey_card)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert "band 'r' (survey image tile0.fits) differs from the model's SDSS g" in text
+    assert "units 'e-/s' (survey image tile0.fits) differ from the model's nanomaggy" in text
+    assert "pixel scale" not in text
+
+
+def test_catalogue_grid_scale_given_and_the_survey_card(tmp_path, survey_card):
+    from gamornet.cutouts import model_grid
+
+    grid = model_grid(pixel_scale=0.5, size=31)  # pixel_scale given: not the card's
+    caught = _tile_check(_catalog_refs(tmp_path, [{"scale": 0.5}], grid=grid), survey_card)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert 'pixel scale 0.5"/px of the cutouts (pixel_scale) differs from the model\'s 0.4"/px' in text
+    # a model file without a card, the grid of --survey SDSS (its size replaced): the SDSS card
+    sdss = model_grid("SDSS", size=31)
+    refs = _catalog_refs(tmp_path / "s", [{"scale": 0.25}], grid=sdss)
+    caught = _tile_check(refs, str(tmp_path / "plain.keras"))
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert 'pixel scale 0.25"/px (survey image tile0.fits) differs from the model\'s 0.396"/px' in text
+    assert "SDSS grid" in text
+    assert _tile_check(_catalog_refs(tmp_path / "f", [{"scale": 0.396, "FILTER": "g"}], grid=sdss),
+                       str(tmp_path / "plain.keras")) == []
+    # without a card, a survey or a survey's shape: nothing to compare with
+    assert _tile_check(_catalog_refs(tmp_path / "n", [{"scale": 0.25}]), str(tmp_path / "plain.keras")) == []
