@@ -48,7 +48,8 @@ def _stored_shape(value):
 def register_cli(subparsers) -> None:
     """Add the ``train`` and ``tl`` subcommands."""
     helps = {"train": "train GaMorNet from scratch on images on disk",
-             "tl": "transfer learning: fine-tune a trained model on images on disk"}
+             "tl": "transfer learning: fine-tune one or several trained models on images on disk (--folds K: "
+                   "cross-validated)"}
     description = __doc__.split("\n\n")[1].replace("\n", " ").replace("``", "")
     for command in ("train", "tl"):
         p = subparsers.add_parser(command, help=helps[command], description=description)
