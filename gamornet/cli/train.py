@@ -147,7 +147,7 @@ def _adapts(args: argparse.Namespace) -> bool:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from gamornet.keras_backend.training import STATE_FILE, read_run_state
+    from gamornet.core.run_files import STATE_FILE, read_run_state
 
     if args.command == "tl" and args.resume is not None:
         from gamornet.adapt.files import SETTINGS_FILE

@@ -7,8 +7,11 @@ and their results by them.
 
 from __future__ import annotations
 
+import json
+import os
+
 __all__ = ["METRICS_FILE", "FINAL_MODEL_FILE", "CHECKPOINT_FILE", "STATE_MODEL_FILE", "STATE_FILE",
-           "BEST_WEIGHTS_FILE"]
+           "BEST_WEIGHTS_FILE", "read_run_state"]
 
 #: One row per epoch (``epoch`` counting from 0, the losses and metrics, the learning rate).
 METRICS_FILE = "metrics.csv"
@@ -22,3 +25,12 @@ STATE_MODEL_FILE = "last.keras"
 STATE_FILE = "run_state.json"
 #: The weights of the best epoch (early stopping).
 BEST_WEIGHTS_FILE = "best_weights.npz"
+
+
+def read_run_state(directory) -> dict | None:
+    """The ``run_state.json`` of a resumable run in ``directory`` (None if there is none)."""
+    path = os.path.join(os.fspath(directory), STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

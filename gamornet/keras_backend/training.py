@@ -68,6 +68,7 @@ from gamornet.core.run_files import (
     METRICS_FILE,
     STATE_FILE,
     STATE_MODEL_FILE,
+    read_run_state,
 )
 from gamornet.core.validation import check_flag, check_optimizer_args, check_positive_int
 from gamornet.data import Source, check_augment
@@ -305,15 +306,6 @@ def set_random_state(model: keras.Model, states: list) -> None:
 def _write_json(path: str, data: dict) -> None:
     with atomic_path(path, suffix=".json") as tmp, open(tmp, "w") as f:
         json.dump(data, f, indent=1)
-
-
-def read_run_state(directory) -> dict | None:
-    """The ``run_state.json`` of a resumable run in ``directory`` (None if there is none)."""
-    path = os.path.join(os.fspath(directory), STATE_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def _as_float(value):

@@ -341,3 +341,18 @@ def test_an_interrupted_adaptation_resumed_equals_an_uninterrupted_one(tmp_path,
         for u, v in zip(saved_weights(cut / run / "trained_model.keras"),
                         saved_weights(whole / run / "trained_model.keras")):
             assert np.array_equal(u, v), run
+
+
+@pytest.mark.parametrize("extra, message", [(["--folds", "1"], "`folds` must be None or an integer >= 2"),
+                                            (["--final", "all"], "`--final` needs --folds K")])
+def test_cli_argument_errors_come_before_any_framework_is_imported(tmp_path, extra, message):
+    """A bad --folds or --final is one line, and TensorFlow is not even imported first."""
+    code = ("import sys\nfrom gamornet.cli import main\n"
+            f"rc = main(['tl', 'x.npy', '--catalog', 'c.ecsv', '--model', 'SDSS_sim', '--model', 'SDSS_tl', "
+            f"'--output', 'out', *{extra!r}])\n"
+            "sys.exit(10 * rc + ('tensorflow' in sys.modules) + 2 * ('keras' in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "GAMORNET_OFFLINE": "1"})
+    assert result.returncode == 20, result.stderr
+    assert message in result.stderr and result.stderr.strip().count("\n") == 0
+    assert not (tmp_path / "out").exists()
